@@ -1,0 +1,32 @@
+"""Reference dashboard: reads the bot's log and positions from the same shared paths."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+POSITIONS = Path(os.environ["BOT_POSITIONS_FILE"])
+LOG = Path(os.environ["BOT_LOG_DIR"]) / "bot.log"
+
+
+def read_positions() -> dict | None:
+    try:
+        with open(str(POSITIONS) + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # never read a half-written file
+            return json.loads(POSITIONS.read_text())
+    except FileNotFoundError:
+        return None
+
+
+while True:
+    state = read_positions()
+    try:
+        last = LOG.read_text().splitlines()[-1]
+    except (FileNotFoundError, IndexError):
+        last = "(no log yet)"
+    opened = "?" if state is None else len(state["open_positions"])
+    print(f"dashboard: {opened} open positions; last log: {last}", flush=True)
+    time.sleep(2)

@@ -1,0 +1,115 @@
+"""Reference trading bot: keeps the bot's side of slotctl's contract (DESIGN.md section 5).
+
+It trades nothing real. It opens and closes simulated positions, writes its
+positions file atomically under an exclusive flock, writes a heartbeat JSON,
+logs where the dashboard reads, honours the drain flag, and stops cleanly on
+SIGTERM. live_config.json can make a release misbehave on purpose:
+  "fault": "crash_at_start" | "no_heartbeat" | null
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import tradekit  # from the slot's venv, pinned by requirements.lock
+
+CONFIG = json.loads(Path("live_config.json").read_text())
+POSITIONS = Path(os.environ["BOT_POSITIONS_FILE"])
+HEARTBEAT = Path(os.environ["BOT_HEARTBEAT_FILE"])
+DRAIN = Path(os.environ["BOT_DRAIN_FILE"])
+LOG = Path(os.environ["BOT_LOG_DIR"]) / "bot.log"
+TICK = float(CONFIG.get("tick", 0.5))
+
+
+def log(msg: str) -> None:
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} [{CONFIG.get('release', '?')}] {msg}"
+    print(line, flush=True)
+    with open(LOG, "a") as f:
+        f.write(line + "\n")
+
+
+def write_atomic(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def load_positions() -> dict:
+    """Rebuild state from disk at start (a restart must not forget open positions)."""
+    with open(str(POSITIONS) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            return json.loads(POSITIONS.read_text())
+        except FileNotFoundError:
+            return {"open_positions": [], "closed": 0, "next_id": 1}
+
+
+def save_positions(state: dict) -> None:
+    with open(str(POSITIONS) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_atomic(POSITIONS, state)
+
+
+def main() -> int:
+    for d in (POSITIONS.parent, HEARTBEAT.parent, LOG.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    fault = CONFIG.get("fault")
+    log(f"starting pid={os.getpid()} cwd={os.getcwd()} tradekit={tradekit.__version__} fault={fault}")
+    if fault == "crash_at_start":
+        log("fault injected: crashing at start")
+        return 3
+    state = load_positions()
+    log(f"restored {len(state['open_positions'])} open positions")
+    stopping = False
+
+    def on_term(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    tick = 0
+    while not stopping:
+        tick += 1
+        draining = DRAIN.exists()
+        phase = "idle"
+        if not draining and tick % int(CONFIG.get("open_every", 6)) == 0:
+            phase = "trading"
+            pos = {"id": f"p{state['next_id']}", "symbol": CONFIG.get("symbol", "BTC-PERP"),
+                   "qty": tradekit.round_qty(0.0123), "opened_at": time.time()}
+            state["next_id"] += 1
+            state["open_positions"].append(pos)
+            save_positions(state)
+            log(f"opened {pos['id']}")
+        hold = float(CONFIG.get("hold_seconds", 2))
+        for pos in [p for p in state["open_positions"] if time.time() - p["opened_at"] > hold]:
+            phase = "trading"
+            state["open_positions"].remove(pos)
+            state["closed"] += 1
+            save_positions(state)
+            log(f"closed {pos['id']}")
+        if fault != "no_heartbeat":
+            write_atomic(HEARTBEAT, {"ts": time.time(), "pid": os.getpid(), "phase": phase,
+                                     "open_positions": len(state["open_positions"]),
+                                     "release": CONFIG.get("release")})
+        time.sleep(TICK)
+    save_positions(state)
+    log("stopped on SIGTERM, positions saved")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

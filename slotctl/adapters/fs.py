@@ -1,0 +1,64 @@
+"""Filesystem adapter: crash-safe writes and the one-rename switch."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(target: Path) -> Path:
+    # Same directory as the target (rename stays atomic), unpredictable name.
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+
+
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """temp file in the same directory, fsync, rename, fsync the directory."""
+    tmp = _temp_name(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # the umask must not decide a unit's or manifest's mode
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write_json(target: Path, obj: Any, mode: int = 0o644) -> None:
+    atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def atomic_symlink(target: Path, points_to: str) -> None:
+    """Make `target` a symlink to `points_to` with one rename(2): readers see old or new, never none."""
+    tmp = _temp_name(target)
+    os.symlink(points_to, tmp)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def remove_file(path: Path) -> None:
+    """Unlink and make the removal durable."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)

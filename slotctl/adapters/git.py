@@ -1,0 +1,58 @@
+"""Git adapter (GitPython): resolve a pinned commit and export its tree, read files from it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from ..errors import InputError
+
+
+class Source:
+    def __init__(self, repo: str, cache: Path) -> None:
+        import git
+
+        self._git = git
+        self.url = repo
+        try:
+            if Path(repo).is_dir():
+                self.repo = git.Repo(repo)
+            else:
+                self.repo = self._mirror(repo, cache)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise InputError(f"repo {repo}: not a git repository") from None
+        except git.GitCommandError as e:
+            raise InputError(f"repo {repo}: cannot fetch: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from None
+
+    def _mirror(self, url: str, cache: Path):
+        """A bare mirror under the host's .slotctl/, fetched before each resolve."""
+        if (cache / "HEAD").exists():
+            r = self._git.Repo(cache)
+            r.git.fetch("--prune", "origin", "+refs/*:refs/*")
+            return r
+        return self._git.Repo.clone_from(url, cache, mirror=True)
+
+    def resolve(self, sha: str):
+        """The commit object for a full SHA that must exist in the repository."""
+        try:
+            obj = self.repo.rev_parse(sha)
+        except (self._git.BadName, ValueError):
+            raise InputError(f"repo {self.url}: commit {sha} not found") from None
+        if obj.type != "commit" or obj.hexsha != sha:
+            raise InputError(f"repo {self.url}: {sha} is not a commit")
+        return obj
+
+    def read(self, commit, path: str) -> bytes:
+        try:
+            return (commit.tree / path).data_stream.read()
+        except KeyError:
+            raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no file {path!r}") from None
+
+    def export(self, commit, dest: Path) -> None:
+        """Write the commit's tree into dest (which must be empty): `git archive | tar -x`, without a shell."""
+        buf = io.BytesIO()
+        self.repo.archive(buf, treeish=commit.hexsha, format="tar")
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as tar:
+            tar.extractall(dest, filter="data")

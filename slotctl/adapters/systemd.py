@@ -1,0 +1,119 @@
+"""systemd over D-Bus, the one module that imports pydbus.
+
+`Systemd(address)` talks to the system bus (address None) or to any bus address,
+such as a sandbox's. Jobs are waited for by polling: StartUnit and friends
+return a job path at once, and the unit's MainPID is only meaningful after the
+job is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import SystemdError
+
+_SD = "org.freedesktop.systemd1"
+_MANAGER_PATH = "/org/freedesktop/systemd1"
+
+
+@dataclass(frozen=True)
+class UnitState:
+    name: str
+    load_state: str
+    active_state: str
+    sub_state: str
+    main_pid: int
+    n_restarts: int
+    exec_main_start_us: int  # microseconds since the epoch; 0 when never started
+
+    @property
+    def running(self) -> bool:
+        return self.active_state == "active" and self.sub_state == "running" and self.main_pid > 0
+
+
+def _gerror_text(e: Exception) -> str:
+    text = str(e)
+    # GLib errors read "g-dbus-error-quark: GDBus.Error:org.freedesktop...: message (36)"
+    if "GDBus.Error:" in text:
+        text = text.split("GDBus.Error:", 1)[1]
+    return text.strip()
+
+
+class Systemd:
+    def __init__(self, address: str | None = None) -> None:
+        import pydbus
+        from gi.repository import GLib
+
+        self._glib_error = GLib.Error
+        self.address = address
+        try:
+            self._bus = pydbus.connect(address) if address else pydbus.SystemBus()
+            self._manager = self._bus.get(_SD, _MANAGER_PATH)
+        except GLib.Error as e:
+            where = address or "the system bus"
+            raise SystemdError(f"cannot reach systemd on {where}: {_gerror_text(e)}") from None
+
+    def _call(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except self._glib_error as e:
+            raise SystemdError(f"systemd: {what}: {_gerror_text(e)}") from None
+
+    def system_state(self) -> str:
+        return self._call("read SystemState", lambda: self._manager.SystemState)
+
+    def daemon_reload(self) -> None:
+        # Reload returns once the manager has re-read all unit files.
+        self._call("daemon-reload", self._manager.Reload)
+
+    def _unit(self, name: str):
+        path = self._call(f"load {name}", self._manager.LoadUnit, name)
+        return self._bus.get(_SD, path)
+
+    def state(self, name: str) -> UnitState:
+        def read() -> UnitState:
+            unit = self._unit(name)
+            svc = unit["org.freedesktop.systemd1.Service"] if unit.LoadState == "loaded" else None
+            return UnitState(
+                name=name,
+                load_state=unit.LoadState,
+                active_state=unit.ActiveState,
+                sub_state=unit.SubState,
+                main_pid=int(svc.MainPID) if svc else 0,
+                n_restarts=int(svc.NRestarts) if svc else 0,
+                exec_main_start_us=int(svc.ExecMainStartTimestamp) if svc else 0,
+            )
+
+        return self._call(f"read state of {name}", read)
+
+    def _job_pending(self, job_path: str) -> bool:
+        jobs = self._call("list jobs", self._manager.ListJobs)
+        return any(j[4] == job_path for j in jobs)
+
+    def _run_job(self, verb: str, name: str, timeout: float) -> UnitState:
+        method = getattr(self._manager, verb)
+        job = self._call(f"{verb} {name}", method, name, "replace")
+        deadline = time.monotonic() + timeout
+        while self._job_pending(job):
+            if time.monotonic() > deadline:
+                raise SystemdError(f"systemd: {verb} {name}: job {job} still running after {timeout:g}s")
+            time.sleep(0.01)
+        return self.state(name)
+
+    def start(self, name: str, timeout: float = 90) -> UnitState:
+        return self._run_job("StartUnit", name, timeout)
+
+    def stop(self, name: str, timeout: float = 90) -> UnitState:
+        state = self.state(name)
+        if state.load_state == "not-found":
+            return state  # never installed: nothing runs under that name
+        return self._run_job("StopUnit", name, timeout)
+
+    def restart(self, name: str, timeout: float = 90) -> UnitState:
+        return self._run_job("RestartUnit", name, timeout)
+
+    def reset_failed(self, name: str) -> None:
+        # A unit that hit its start limit refuses StartUnit until this is called.
+        if self.state(name).active_state == "failed":
+            self._call(f"reset-failed {name}", self._manager.ResetFailedUnit, name)

@@ -1,0 +1,127 @@
+"""Unit rendering (Jinja2, StrictUndefined) and installation as links through trading-bot-current."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ..core.layout import Layout
+from ..errors import InputError
+from ..inventory import HostConfig
+from . import fs
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def sd_quote(value: str) -> str:
+    """One systemd word in double quotes: backslash and quote escaped, % and $ kept literal."""
+    if "\n" in value:
+        raise ValueError("a unit value cannot hold a newline")
+    v = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{v}"'
+
+
+def sd_word(value: str) -> str:
+    value = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_./:@+-]+", value):
+        return value
+    return sd_quote(value)
+
+
+def sd_args(argv: list[str]) -> str:
+    return " ".join(sd_word(a) for a in argv)
+
+
+def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
+    layout = Layout(host.root)
+    current = layout.current
+    data, logs, control = (str(host.root / p) for p in (host.shared.data, host.shared.logs, host.shared.control))
+    return {
+        **host.vars,
+        "commit": commit,
+        "root": str(host.root),
+        "current": str(current),
+        "src": str(current / "src"),
+        "python": str(current / "venv" / "bin" / "python"),
+        "service": host.service,
+        "run_bot": shlex.split(host.run.bot),
+        "run_dashboard": shlex.split(host.run.dashboard) if host.run.dashboard else None,
+        "data_dir": data,
+        "log_dir": logs,
+        "control_dir": control,
+        # Identical for the bot and the dashboard: both read and write the same shared paths (RISK-013).
+        "environment": {
+            "BOT_DATA_DIR": data,
+            "BOT_LOG_DIR": logs,
+            "BOT_CONTROL_DIR": control,
+            "BOT_POSITIONS_FILE": str(host.root / host.quiesce.positions_file),
+            "BOT_HEARTBEAT_FILE": str(host.root / host.health.heartbeat_file),
+            "BOT_DRAIN_FILE": str(host.root / host.quiesce.drain_file),
+            "PYTHONDONTWRITEBYTECODE": "1",  # bytecode was compiled at build time; the slot stays as built
+        },
+    }
+
+
+def render(host: HostConfig, commit: str) -> dict[str, str]:
+    """unit name -> text; a template that renders empty means 'no such unit on this host'."""
+    import jinja2
+
+    templates = host.templates_dir or DEFAULT_TEMPLATES
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(sd_quote=sd_quote, sd_word=sd_word, sd_args=sd_args)
+    context = template_context(host, commit)
+    out: dict[str, str] = {}
+    for unit, template in host.units.items():
+        where = f"{templates / template} (unit {unit})"
+        try:
+            text = env.get_template(template).render(context)
+        except jinja2.TemplateNotFound:
+            raise InputError(f"{where}: template not found") from None
+        except jinja2.UndefinedError as e:
+            raise InputError(f"{where}: {e.message} (variables come from the inventory's vars)") from None
+        except jinja2.TemplateSyntaxError as e:
+            raise InputError(f"{templates / template}:{e.lineno}: template syntax error: {e.message}") from None
+        except ValueError as e:
+            raise InputError(f"{where}: {e}") from None
+        if text.strip():
+            out[unit] = text
+    if host.service not in out:
+        raise InputError(f"{templates / host.units[host.service]}: the bot's unit {host.service} rendered empty")
+    return out
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write(units_dir: Path, rendered: dict[str, str]) -> dict[str, str]:
+    units_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        fs.atomic_write_bytes(units_dir / name, text.encode(), 0o644)
+    return {name: digest(text) for name, text in rendered.items()}
+
+
+def link_target(host: HostConfig, unit: str) -> str:
+    return str(Layout(host.root).current / "units" / unit)
+
+
+def install_links(host: HostConfig, units: list[str]) -> None:
+    """unit_dir/<unit> -> <root>/trading-bot-current/units/<unit>: the flip switches the unit files too."""
+    host.unit_dir.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        path = host.unit_dir / unit
+        want = link_target(host, unit)
+        if path.is_symlink() and os.readlink(path) == want:
+            continue
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path}: a unit file not installed by slotctl is in the way; move it aside first")
+        fs.atomic_symlink(path, want)

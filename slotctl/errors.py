@@ -1,0 +1,45 @@
+"""One error tree; each family carries the exit code of DESIGN.md section 3.
+
+The CLI catches SlotctlError in exactly one place and prints its message as one
+line; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+OK = 0
+DEPLOY_FAILED = 1  # rolled back, host healthy on the old slot
+BAD_INPUT = 2  # bad input or configuration, nothing changed
+AUDIT_FAILED = 3
+LOCKED = 4
+QUIESCE_TIMEOUT = 5
+NEEDS_OPERATOR = 6
+
+
+class SlotctlError(Exception):
+    exit_code = BAD_INPUT
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(SlotctlError):
+    """The user's inventory, arguments, repository or lockfile are wrong."""
+
+    exit_code = BAD_INPUT
+
+
+class BuildError(SlotctlError):
+    """Building the inactive slot failed; the active slot was never touched."""
+
+    exit_code = BAD_INPUT
+
+
+class SystemdError(SlotctlError):
+    """systemd refused or could not be reached."""
+
+    exit_code = NEEDS_OPERATOR
+
+
+class SandboxError(SlotctlError):
+    exit_code = 1

@@ -1,0 +1,347 @@
+"""inventory.yaml: the shape of DESIGN.md section 4, validated strictly.
+
+Every section (defaults and each host) is checked on its own first, so an error
+names the key as the operator wrote it (`hosts.tokyo-1.health.window`); then
+defaults and host are merged key by key and the result is frozen into
+HostConfig. Anything unknown, mistyped or missing is an InputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import InputError
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9:_.@-]+\.service$")
+
+
+def _full_sha(v: str) -> str | None:
+    return None if SHA_RE.match(v) else "a full 40-hex commit SHA (lowercase)"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "a number greater than 0"
+
+
+def _relative(v: str) -> str | None:
+    p = Path(v)
+    if not v or p.is_absolute() or ".." in p.parts:
+        return "a relative path that stays inside the root (no '..', not absolute)"
+    return None
+
+
+def _check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
+    return {"check": fn}
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    url: str | None = None
+    find_links: tuple[str, ...] = ()
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    bot: str = "run.py"
+    dashboard: str | None = "dashboard.py"
+
+
+@dataclass(frozen=True)
+class SharedConfig:
+    data: str = field(default="shared/data", metadata=_check(_relative))
+    logs: str = field(default="shared/logs", metadata=_check(_relative))
+    control: str = field(default="shared/control", metadata=_check(_relative))
+
+
+@dataclass(frozen=True)
+class ConfigParity:
+    files: tuple[str, ...] = ()
+    allow_differ: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuiesceConfig:
+    policy: Literal["flat", "recorded"] = "recorded"
+    positions_file: str = field(default="shared/data/positions_futures.json", metadata=_check(_relative))
+    drain_file: str = field(default="shared/control/drain", metadata=_check(_relative))
+    timeout: float = field(default=300, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    heartbeat_file: str = field(default="shared/data/heartbeat.json", metadata=_check(_relative))
+    max_age: float = field(default=30, metadata=_check(_positive))
+    window: float = field(default=20, metadata=_check(_positive))
+    http: str | None = None
+
+
+@dataclass(frozen=True)
+class BackupsConfig:
+    keep: int = field(default=10, metadata=_check(_positive))
+
+
+_REQUIRED = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str = field(metadata={"internal": True})
+    repo: str
+    root: Path = Path("/opt/trading-bot")
+    commit: str | None = field(default=None, metadata=_check(_full_sha))
+    lockfile: str = field(default="requirements.lock", metadata=_check(_relative))
+    index: IndexConfig = IndexConfig()
+    python: str = "python3.11"
+    service: str = field(default="trading-bot.service", metadata=_check(lambda v: None if UNIT_RE.match(v) else "a unit name ending in .service"))
+    units: dict[str, str] = field(
+        default_factory=lambda: {
+            "trading-bot.service": "trading-bot.service.j2",
+            "trading-bot-dashboard.service": "trading-bot-dashboard.service.j2",
+        }
+    )
+    templates_dir: Path | None = None
+    unit_dir: Path = Path("/etc/systemd/system")
+    run: RunConfig = RunConfig()
+    shared: SharedConfig = SharedConfig()
+    vars: dict[str, Any] = field(default_factory=dict)
+    config: ConfigParity = ConfigParity()
+    quiesce: QuiesceConfig = QuiesceConfig()
+    health: HealthConfig = HealthConfig()
+    backups: BackupsConfig = BackupsConfig()
+    ssh: str | None = None
+
+    def path(self, rel: str) -> Path:
+        """A root-relative path of the inventory (validated to stay inside the root)."""
+        return self.root / rel
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    hosts: dict[str, HostConfig]
+
+    def select(self, names: list[str] | None, all_hosts: bool = False) -> list[HostConfig]:
+        if all_hosts:
+            return list(self.hosts.values())
+        if not names:
+            if len(self.hosts) == 1:
+                return list(self.hosts.values())
+            raise InputError(
+                f"{self.path}: has {len(self.hosts)} hosts ({', '.join(self.hosts)}); pass --host NAME or --all"
+            )
+        unknown = [n for n in names if n not in self.hosts]
+        if unknown:
+            raise InputError(f"{self.path}: no host named {unknown[0]!r} (hosts: {', '.join(self.hosts)})")
+        return [self.hosts[n] for n in names]
+
+
+# --- generic checking against the dataclasses' annotations ------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is Path:
+        return "a path"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return "a list of strings"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(parts) + " or null"
+    return str(tp)
+
+
+def _fmt(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+class _Checker:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def fail(self, key: str, expected: str, got: Any = dataclasses.MISSING) -> typing.NoReturn:
+        tail = "" if got is dataclasses.MISSING else f", got {_fmt(got)}"
+        raise InputError(f"{self.file}: {key}: expected {expected}{tail}")
+
+    def value(self, tp: Any, v: Any, key: str) -> Any:
+        """Check one value against an annotation; returns it normalised (lists become tuples)."""
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if v is None and type(None) in args:
+                return None
+            (inner,) = [a for a in args if a is not type(None)]
+            if v is None:
+                self.fail(key, _type_name(tp), v)
+            return self.value(inner, v, key)
+        if dataclasses.is_dataclass(tp):
+            return self.section(tp, v, key)
+        if origin is Literal:
+            if v not in typing.get_args(tp):
+                self.fail(key, _type_name(tp), v)
+            return v
+        if tp is bool:
+            if not isinstance(v, bool):
+                self.fail(key, _type_name(tp), v)
+            return v
+        if tp is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                self.fail(key, _type_name(tp), v)
+            return v
+        if tp is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                self.fail(key, _type_name(tp), v)
+            return float(v)
+        if tp in (str, Path):
+            if not isinstance(v, str) or not v:
+                self.fail(key, "a non-empty string" if tp is str else "a path", v)
+            if "\n" in v or "\0" in v:
+                self.fail(key, "a single line without NUL", v)
+            return v
+        if origin in (tuple, list):
+            if not isinstance(v, list):
+                self.fail(key, _type_name(tp), v)
+            return tuple(self.value(str, item, f"{key}[{i}]") for i, item in enumerate(v))
+        if origin is dict:
+            if not isinstance(v, dict):
+                self.fail(key, _type_name(tp), v)
+            _, vt = typing.get_args(tp)
+            out = {}
+            for k, item in v.items():
+                if not isinstance(k, str) or not k:
+                    self.fail(key, "string keys", k)
+                if vt is Any:
+                    if not isinstance(item, (str, int, float, bool)):
+                        self.fail(f"{key}.{k}", "a string, number or boolean", item)
+                    out[k] = item
+                else:
+                    out[k] = self.value(vt, item, f"{key}.{k}")
+            return out
+        raise TypeError(f"unsupported annotation {tp!r}")  # a bug in this module, not user input
+
+    def section(self, cls: Any, data: Any, key: str) -> dict[str, Any]:
+        """Check the keys present in one mapping; returns them normalised (not yet merged)."""
+        if not isinstance(data, dict):
+            self.fail(key, "a mapping", data)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in fields:
+                self.fail(sub, "no such key (known: " + ", ".join(fields) + ")")
+            out[k] = self.value(hints[k], v, sub)
+            check = fields[k].metadata.get("check")
+            if check is not None and out[k] is not None:
+                problem = check(out[k])
+                if problem:
+                    self.fail(sub, problem, v)
+        return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Key-by-key merge: a host overriding health.window keeps the other health defaults."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _build(cls: Any, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            v = data[f.name]
+            if dataclasses.is_dataclass(hints[f.name]) and isinstance(v, dict):
+                v = _build(hints[f.name], v)
+            kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def _is_local_path(repo: str) -> bool:
+    return "://" not in repo and not re.match(r"^[^/]+@[^/]+:", repo)
+
+
+def load(path: Path | str) -> Inventory:
+    import yaml  # deferred: only commands that read an inventory pay for it
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: inventory file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read inventory: {e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse(doc, path)
+
+
+def parse(doc: Any, path: Path) -> Inventory:
+    c = _Checker(path)
+    if not isinstance(doc, dict):
+        c.fail("(top level)", "a mapping with version, defaults and hosts", doc)
+    for k in doc:
+        if k not in ("version", "defaults", "hosts"):
+            c.fail(str(k), "no such key (known: version, defaults, hosts)")
+    if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
+        c.fail("version", "1", doc.get("version", None))
+    defaults = c.section(HostConfig, doc.get("defaults") or {}, "defaults")
+    hosts_doc = doc.get("hosts")
+    if not isinstance(hosts_doc, dict) or not hosts_doc:
+        c.fail("hosts", "a mapping of at least one host name to its settings", hosts_doc)
+    base = path.resolve().parent
+    hosts: dict[str, HostConfig] = {}
+    for name, body in hosts_doc.items():
+        if not isinstance(name, str) or not HOST_RE.match(name):
+            c.fail(f"hosts.{name}", "a host name of letters, digits, '.', '_' or '-'")
+        merged = _merge(defaults, c.section(HostConfig, body or {}, f"hosts.{name}"))
+        if "repo" not in merged:
+            c.fail(f"hosts.{name}.repo", "a git repository path or URL (set under defaults or the host)")
+        for k in ("root", "unit_dir", "templates_dir"):
+            if merged.get(k) is not None:
+                merged[k] = base / merged[k]
+        if _is_local_path(merged["repo"]):
+            merged["repo"] = str(base / merged["repo"])
+        if "index" in merged and merged["index"].get("find_links"):
+            merged["index"] = dict(merged["index"], find_links=tuple(str(base / p) for p in merged["index"]["find_links"]))
+        for unit, template in merged.get("units", {}).items():
+            if not UNIT_RE.match(unit):
+                c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
+        service = merged.get("service", HostConfig.service)
+        if service not in merged.get("units", _build(HostConfig, {"name": name, "repo": ""}).units):
+            c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(merged.get('units', {}))})", service)
+        hosts[name] = _build(HostConfig, dict(merged, name=name))
+    return Inventory(path=path, hosts=hosts)

@@ -1,0 +1,166 @@
+"""Build the inactive slot from a pinned commit. The active slot is never touched.
+
+Everything that can be refused is checked before the first byte is written: the
+commit exists, its lockfile is fully hash-pinned, the units render. Then the
+inactive slot's previous release is moved aside (it is the rollback target until
+the new build is complete), the new one is built in place, and slot.json is
+written last. On any failure the previous release is put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .. import __version__
+from ..adapters import fs
+from ..adapters import git as gitsrc
+from ..adapters import units as unitsmod
+from ..adapters import venv as venvmod
+from ..core import lockfile
+from ..core.layout import Layout, other
+from ..core.manifest import Manifest
+from ..errors import BuildError, InputError
+from ..inventory import SHA_RE
+from .host import HostContext
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    slot: str
+    manifest: Manifest
+    seconds: float
+
+
+def pinned_commit(ctx: HostContext, commit: str | None) -> str:
+    sha = commit or ctx.host.commit
+    if sha is None:
+        raise InputError(f"host {ctx.host.name}: no commit to build: set 'commit' in the inventory or pass --commit")
+    if not SHA_RE.match(sha):
+        raise InputError(f"--commit: expected a full 40-hex commit SHA (lowercase), got {sha!r}")
+    return sha
+
+
+@contextlib.contextmanager
+def _replacing(slot_dir: Path) -> Iterator[None]:
+    """Move the slot's previous content aside; restore it if the new build fails, drop it if it succeeds."""
+    aside = slot_dir.with_name(f".{slot_dir.name}.previous")
+    if aside.exists():
+        shutil.rmtree(aside)  # left by a crash; slot_dir itself is whatever survived, kept below
+    had_previous = slot_dir.exists()
+    if had_previous:
+        os.rename(slot_dir, aside)
+        fs.fsync_dir(slot_dir.parent)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(slot_dir, ignore_errors=True)
+        if had_previous:
+            os.rename(aside, slot_dir)
+            fs.fsync_dir(slot_dir.parent)
+        raise
+    if had_previous:
+        shutil.rmtree(aside)
+
+
+def build(ctx: HostContext, commit: str | None = None) -> BuildResult:
+    t0 = time.monotonic()
+    host, layout = ctx.host, ctx.layout
+    sha = pinned_commit(ctx, commit)
+    source = gitsrc.Source(host.repo, layout.state_dir / "git-cache")
+    commit_obj = source.resolve(sha)
+    lock_bytes = source.read(commit_obj, host.lockfile)
+    try:
+        pins = lockfile.parse(lock_bytes.decode(), f"{host.lockfile} at {sha[:12]}")
+    except UnicodeDecodeError:
+        raise InputError(f"{host.lockfile} at {sha[:12]}: not UTF-8 text") from None
+    rendered = unitsmod.render(host, sha)
+    active = ctx.active_slot()
+    target = other(active) if active else "blue"
+    _refuse_if_running_from(ctx, target)
+
+    ctx.say(f"building slot {target} from {sha[:12]} (active: {active or 'none'})")
+    _prepare_root(ctx)
+    slot_dir = layout.slot(target)
+    with _replacing(slot_dir):
+        slot_dir.mkdir()
+        source.export(commit_obj, slot_dir / "src")
+        lock_path = slot_dir / "requirements.lock"
+        fs.atomic_write_bytes(lock_path, lock_bytes)
+        t_venv = time.monotonic()
+        venvmod.build(slot_dir / "venv", host.python, lock_path, host.index)
+        installed = venvmod.distributions(slot_dir / "venv")
+        _check_installed_equals_lock(installed, pins, host.lockfile)
+        _compile_src(slot_dir)
+        ctx.say(f"  venv: {len(installed)} distributions in {time.monotonic() - t_venv:.1f}s")
+        digests = unitsmod.write(slot_dir / "units", rendered)
+        manifest = Manifest(
+            slot=target,
+            commit=sha,
+            repo=host.repo,
+            lockfile=host.lockfile,
+            lockfile_sha256=lockfile_digest(lock_bytes),
+            python_version=venvmod.python_version(slot_dir / "venv"),
+            distributions=installed,
+            units=digests,
+            built_at=time.time(),
+            slotctl_version=__version__,
+        )
+        fs.atomic_write_json(layout.manifest(target), manifest.to_dict())
+    seconds = time.monotonic() - t0
+    ctx.say(f"  slot {target} complete in {seconds:.1f}s")
+    return BuildResult(target, manifest, seconds)
+
+
+def lockfile_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _prepare_root(ctx: HostContext) -> None:
+    layout, host = ctx.layout, ctx.host
+    layout.slots.mkdir(parents=True, exist_ok=True)
+    layout.state_dir.mkdir(mode=0o700, exist_ok=True)
+    for rel in (host.shared.data, host.shared.logs, host.shared.control):
+        (host.root / rel).mkdir(parents=True, exist_ok=True)
+    for rel in (host.quiesce.positions_file, host.health.heartbeat_file, host.quiesce.drain_file):
+        (host.root / rel).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _refuse_if_running_from(ctx: HostContext, slot: str) -> None:
+    """Never delete code a running bot uses: the host is in a state an operator must look at."""
+    state = ctx.systemd.state(ctx.host.service)
+    if state.main_pid and ctx.process_slot(state.main_pid) == slot:
+        raise BuildError(
+            f"{ctx.host.service} (pid {state.main_pid}) runs from slot {slot}, which is not the active slot; "
+            "refusing to rebuild it (see `slotctl status`)"
+        )
+
+
+def _check_installed_equals_lock(installed: dict[str, str], pins: dict[str, lockfile.Pin], where: str) -> None:
+    wanted = {n: p.version for n, p in pins.items() if p.marker is None}
+    extra = sorted(set(installed) - set(pins))
+    missing = sorted(set(wanted) - set(installed))
+    changed = sorted(n for n in wanted if n in installed and installed[n] != wanted[n])
+    if extra or missing or changed:
+        parts = [f"extra {', '.join(extra)}" if extra else "", f"missing {', '.join(missing)}" if missing else "",
+                 f"version differs for {', '.join(changed)}" if changed else ""]
+        raise BuildError(f"venv does not match {where}: " + "; ".join(p for p in parts if p))
+
+
+def _compile_src(slot_dir: Path) -> None:
+    """The bot's own bytecode, compiled now with the slot's interpreter: the units forbid writing it later."""
+    proc = subprocess.run(
+        [str(slot_dir / "venv" / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(slot_dir / "src")],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stdout + proc.stderr).strip().splitlines()
+        raise BuildError(f"compiling {slot_dir / 'src'} failed: {detail[-1] if detail else proc.returncode}")

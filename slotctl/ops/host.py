@@ -1,0 +1,101 @@
+"""Facts about one host, read from disk, /proc and systemd; shared by every command."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..adapters.systemd import Systemd
+from ..core import manifest as mf
+from ..core.health import Heartbeat
+from ..core.layout import SLOTS, Layout
+from ..errors import SlotctlError
+from ..inventory import HostConfig
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass
+class HostContext:
+    host: HostConfig
+    bus_address: str | None = None  # None: the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured)
+    proc_root: Path = Path("/proc")  # where MainPID's /proc lives; a sandbox's is elsewhere
+    say: Callable[[str], None] = _quiet
+    _systemd: Systemd | None = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.host.root)
+
+    @property
+    def systemd(self) -> Systemd:
+        if self._systemd is None:
+            self._systemd = Systemd(self.bus_address)
+        return self._systemd
+
+    @property
+    def units(self) -> list[str]:
+        """The bot first: it stops first and starts first."""
+        return [self.host.service] + [u for u in self.host.units if u != self.host.service]
+
+    # -- slots ---------------------------------------------------------------------
+    def active_slot(self) -> str | None:
+        """The slot trading-bot-current names; None before the first deploy."""
+        link = self.layout.current
+        try:
+            target = os.readlink(link)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            raise SlotctlError(f"{link}: exists but is not a symlink; slotctl will not touch it") from None
+        slot = self.layout.slot_of_target(target)
+        if slot is None:
+            raise SlotctlError(f"{link}: points to {target!r}, which is not one of the slots ({', '.join(SLOTS)})")
+        return slot
+
+    def manifest(self, slot: str) -> tuple[mf.Manifest | None, str | None]:
+        """(manifest, None) for a complete slot, else (None, why it is not complete)."""
+        path = self.layout.manifest(slot)
+        try:
+            return mf.parse(path.read_text()), None
+        except FileNotFoundError:
+            return None, "no slot.json (empty, or its build never finished)"
+        except mf.ManifestProblem as e:
+            return None, f"slot.json: {e}"
+
+    # -- the running bot -----------------------------------------------------------
+    def process_slot(self, pid: int) -> str | None:
+        """The slot a process runs from, by its cwd; None when it is not in a slot or is gone."""
+        try:
+            cwd = os.readlink(self.proc_root / str(pid) / "cwd")
+        except OSError:
+            return None
+        for slot in SLOTS:
+            base = str(self.layout.slot(slot))
+            if cwd == base or cwd.startswith(base + "/"):
+                return slot
+        return "(outside the slots)"
+
+    def heartbeat(self) -> tuple[Heartbeat | None, str | None]:
+        path = self.host.path(self.host.health.heartbeat_file)
+        try:
+            raw = path.read_bytes()
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return None, None
+        except OSError as e:
+            return None, f"heartbeat {path}: unreadable: {e.strerror}"
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return Heartbeat(mtime, None, None, None), None  # not JSON: the mtime is the heartbeat
+        if not isinstance(data, dict) or not isinstance(data.get("ts"), (int, float)):
+            return None, f"heartbeat {path}: expected a JSON object with a numeric 'ts'"
+        pid = data.get("pid") if isinstance(data.get("pid"), int) else None
+        n = data.get("open_positions") if isinstance(data.get("open_positions"), int) else None
+        return Heartbeat(float(data["ts"]), pid, data.get("phase"), n), None

@@ -1,0 +1,90 @@
+"""status: what runs on a host, and everything about it that is wrong (exit 3)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.layout import SLOTS
+from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
+from .host import HostContext
+
+
+@dataclass
+class Status:
+    host: str
+    root: str
+    active_slot: str | None
+    slots: dict[str, dict[str, Any]]
+    unit: dict[str, Any]
+    process_slot: str | None
+    heartbeat_age: float | None
+    heartbeat: dict[str, Any] | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return AUDIT_FAILED if self.problems else OK
+
+
+def status(ctx: HostContext) -> Status:
+    host = ctx.host
+    problems: list[str] = []
+    try:
+        active = ctx.active_slot()
+    except SlotctlError as e:
+        active = None
+        problems.append(e.message)
+    else:
+        if active is None:
+            problems.append(f"{ctx.layout.current}: missing: nothing deployed yet")
+    slots: dict[str, dict[str, Any]] = {}
+    for slot in SLOTS:
+        m, why = ctx.manifest(slot)
+        if m is None:
+            slots[slot] = {"complete": False, "problem": why}
+        else:
+            slots[slot] = {"complete": True, "commit": m.commit, "verdict": m.verdict,
+                           "verdict_reason": m.verdict_reason, "built_at": m.built_at}
+    if active is not None and not slots[active]["complete"]:
+        problems.append(f"active slot {active} is incomplete: {slots[active]['problem']}")
+    if active is not None and slots[active].get("verdict") == "bad":
+        problems.append(f"active slot {active} is marked bad: {slots[active]['verdict_reason']}")
+
+    unit: dict[str, Any] = {"name": host.service}
+    process_slot = None
+    try:
+        st = ctx.systemd.state(host.service)
+    except SystemdError as e:
+        problems.append(e.message)
+        st = None
+    if st is not None:
+        unit.update(load_state=st.load_state, active_state=st.active_state, sub_state=st.sub_state,
+                    main_pid=st.main_pid, n_restarts=st.n_restarts)
+        if not st.running:
+            problems.append(f"{host.service} is {st.active_state}/{st.sub_state}, expected active/running")
+        if st.main_pid:
+            process_slot = ctx.process_slot(st.main_pid)
+            if active is not None and process_slot != active:
+                problems.append(f"{host.service} (pid {st.main_pid}) runs from slot {process_slot}, "
+                                f"but {ctx.layout.current.name} names slot {active}: stale code")
+
+    hb, hb_problem = ctx.heartbeat()
+    age = None
+    if hb_problem:
+        problems.append(hb_problem)
+    elif hb is None:
+        problems.append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
+    else:
+        age = round(time.time() - hb.ts, 2)
+        if age > host.health.max_age:
+            problems.append(f"heartbeat is {age:.1f}s old, max_age is {host.health.max_age:g}s")
+        if st is not None and hb.pid is not None and st.main_pid and hb.pid != st.main_pid:
+            problems.append(f"heartbeat written by pid {hb.pid}, but {host.service}'s main pid is {st.main_pid}")
+    return Status(
+        host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
+        process_slot=process_slot, heartbeat_age=age,
+        heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
+        problems=problems,
+    )
