@@ -176,15 +176,23 @@ class Sandbox:
         return " | ".join(lines[-3:]) or "no console output"
 
     def stop(self) -> None:
-        for name in ("init.pid", "unshare.pid"):
-            try:
-                # SIGKILL is the only signal a namespace's PID 1 obeys; its death kills the whole namespace.
-                os.kill(int((self.dir / name).read_text()), signal.SIGKILL)
-            except (FileNotFoundError, ProcessLookupError, ValueError):
-                pass
+        init = _read_pid(self.dir / "init.pid")
+        unshare = _read_pid(self.dir / "unshare.pid")
+        # SIGKILL is the only signal a namespace's PID 1 obeys; its death kills the whole namespace.
+        # unshare then reaps it and exits, so no zombie is left for the host's init to collect.
+        _kill(init)
         if self._proc is not None:
-            self._proc.wait()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
+        else:
+            deadline = time.monotonic() + 5
+            while unshare and _alive(unshare) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            _kill(unshare)
         cg_file = self.dir / "cgroup"
         if cg_file.exists():
             cgroup = Path(cg_file.read_text())
@@ -217,6 +225,30 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _kill(pid: int | None) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is not us."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def _inner_env() -> dict[str, str]:

@@ -64,6 +64,10 @@ def save_positions(state: dict) -> None:
         write_atomic(POSITIONS, state)
 
 
+def ids(state: dict) -> str:
+    return ",".join(p["id"] for p in state["open_positions"]) or "-"
+
+
 def main() -> int:
     for d in (POSITIONS.parent, HEARTBEAT.parent, LOG.parent):
         d.mkdir(parents=True, exist_ok=True)
@@ -73,7 +77,8 @@ def main() -> int:
         log("fault injected: crashing at start")
         return 3
     state = load_positions()
-    log(f"restored {len(state['open_positions'])} open positions")
+    save_positions(state)  # the file exists from the first second on, even before any trade
+    log(f"restored open positions {ids(state)}")
     stopping = False
 
     def on_term(signum, frame):
@@ -107,7 +112,7 @@ def main() -> int:
                                      "release": CONFIG.get("release")})
         time.sleep(TICK)
     save_positions(state)
-    log("stopped on SIGTERM, positions saved")
+    log(f"stopped on SIGTERM, open positions saved {ids(state)}")
     return 0
 
 

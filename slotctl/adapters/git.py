@@ -36,12 +36,13 @@ class Source:
     def resolve(self, sha: str):
         """The commit object for a full SHA that must exist in the repository."""
         try:
-            obj = self.repo.rev_parse(sha)
-        except (self._git.BadName, ValueError):
+            # rev_parse trusts a full hex SHA without looking it up: ask the object database.
+            kind = self.repo.git.cat_file("-t", sha)
+        except self._git.GitCommandError:
             raise InputError(f"repo {self.url}: commit {sha} not found") from None
-        if obj.type != "commit" or obj.hexsha != sha:
-            raise InputError(f"repo {self.url}: {sha} is not a commit")
-        return obj
+        if kind != "commit":
+            raise InputError(f"repo {self.url}: {sha} is a {kind}, not a commit")
+        return self.repo.commit(sha)
 
     def read(self, commit, path: str) -> bytes:
         try:

@@ -6,11 +6,12 @@ starting the venv's interpreter per package would cost seconds.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
 
-from ..core.lockfile import normalize
+from ..core.lockfile import Pin, normalize
 from ..errors import BuildError
 from ..inventory import IndexConfig
 
@@ -47,6 +48,39 @@ def _run(argv: list[str], what: str) -> None:
         lines = [l.strip() for l in (proc.stderr or proc.stdout).splitlines() if l.strip()]
         detail = " | ".join(lines[-4:]) if lines else f"exit {proc.returncode}"
         raise BuildError(f"{what} failed: {detail}")
+
+
+def _dist_of(filename: str) -> tuple[str, str] | None:
+    """(normalized name, version) of a wheel or sdist file name."""
+    if filename.endswith(".whl"):
+        parts = filename[:-4].split("-")
+        return (normalize(parts[0]), parts[1]) if len(parts) >= 5 else None
+    for ext in (".tar.gz", ".zip"):
+        if filename.endswith(ext):
+            name, _, version = filename[: -len(ext)].rpartition("-")
+            return (normalize(name), version) if name else None
+    return None
+
+
+def verify_local_files(index: IndexConfig, pins: dict[str, Pin]) -> None:
+    """Every local file that could satisfy a pin must match one of its hashes.
+
+    uv verifies what it downloads, but serves a find-links wheel it has seen
+    before from its cache: a wheel tampered with in the wheelhouse would go
+    unnoticed until the cache is cold. Operators must hear about it now.
+    """
+    for link in index.find_links:
+        folder = Path(link)
+        if not folder.is_dir():
+            raise BuildError(f"index.find_links: {folder}: no such directory")
+        for f in sorted(folder.iterdir()):
+            dist = _dist_of(f.name)
+            if dist is None or dist[0] not in pins or pins[dist[0]].version != dist[1]:
+                continue
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            if digest not in pins[dist[0]].hashes:
+                raise BuildError(f"{f}: sha256 {digest} matches no hash pinned for {dist[0]}=={dist[1]}: "
+                                 "tampered with or rebuilt; refusing to build")
 
 
 def build(venv: Path, python: str, lockfile: Path, index: IndexConfig) -> None:

@@ -10,11 +10,12 @@ written last. On any failure the previous release is put back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,7 @@ from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
 from ..core import lockfile
-from ..core.layout import Layout, other
+from ..core.layout import other
 from ..core.manifest import Manifest
 from ..errors import BuildError, InputError
 from ..inventory import SHA_RE
@@ -69,11 +70,30 @@ def _replacing(slot_dir: Path) -> Iterator[None]:
         shutil.rmtree(aside)
 
 
-def build(ctx: HostContext, commit: str | None = None) -> BuildResult:
-    t0 = time.monotonic()
-    host, layout = ctx.host, ctx.layout
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before the first byte is written; --dry-run shows it and stops."""
+
+    host: str
+    commit: str
+    slot: str
+    active: str | None
+    active_commit: str | None
+    lock_bytes: bytes = field(repr=False)
+    pins: dict[str, lockfile.Pin] = field(repr=False)
+    rendered: dict[str, str] = field(repr=False)
+    source: gitsrc.Source = field(repr=False, compare=False)  # opened (and fetched) once per deploy
+
+    def to_dict(self) -> dict:
+        return {"host": self.host, "commit": self.commit, "slot": self.slot, "active_slot": self.active,
+                "active_commit": self.active_commit, "units": sorted(self.rendered),
+                "pins": {n: p.version for n, p in sorted(self.pins.items())}}
+
+
+def plan(ctx: HostContext, commit: str | None = None) -> Plan:
+    host = ctx.host
     sha = pinned_commit(ctx, commit)
-    source = gitsrc.Source(host.repo, layout.state_dir / "git-cache")
+    source = gitsrc.Source(host.repo, ctx.layout.state_dir / "git-cache")
     commit_obj = source.resolve(sha)
     lock_bytes = source.read(commit_obj, host.lockfile)
     try:
@@ -84,44 +104,48 @@ def build(ctx: HostContext, commit: str | None = None) -> BuildResult:
     active = ctx.active_slot()
     target = other(active) if active else "blue"
     _refuse_if_running_from(ctx, target)
+    active_manifest = ctx.manifest(active)[0] if active else None
+    return Plan(host.name, sha, target, active, active_manifest.commit if active_manifest else None,
+                lock_bytes, pins, rendered, source)
 
-    ctx.say(f"building slot {target} from {sha[:12]} (active: {active or 'none'})")
+
+def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = None) -> BuildResult:
+    t0 = time.monotonic()
+    host, layout = ctx.host, ctx.layout
+    p = planned or plan(ctx, commit)
+    commit_obj = p.source.resolve(p.commit)
+    venvmod.verify_local_files(host.index, p.pins)
+    ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})")
     _prepare_root(ctx)
-    slot_dir = layout.slot(target)
+    slot_dir = layout.slot(p.slot)
     with _replacing(slot_dir):
         slot_dir.mkdir()
-        source.export(commit_obj, slot_dir / "src")
+        p.source.export(commit_obj, slot_dir / "src")
         lock_path = slot_dir / "requirements.lock"
-        fs.atomic_write_bytes(lock_path, lock_bytes)
+        fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()
         venvmod.build(slot_dir / "venv", host.python, lock_path, host.index)
         installed = venvmod.distributions(slot_dir / "venv")
-        _check_installed_equals_lock(installed, pins, host.lockfile)
+        _check_installed_equals_lock(installed, p.pins, host.lockfile)
         _compile_src(slot_dir)
         ctx.say(f"  venv: {len(installed)} distributions in {time.monotonic() - t_venv:.1f}s")
-        digests = unitsmod.write(slot_dir / "units", rendered)
+        digests = unitsmod.write(slot_dir / "units", p.rendered)
         manifest = Manifest(
-            slot=target,
-            commit=sha,
+            slot=p.slot,
+            commit=p.commit,
             repo=host.repo,
             lockfile=host.lockfile,
-            lockfile_sha256=lockfile_digest(lock_bytes),
+            lockfile_sha256=hashlib.sha256(p.lock_bytes).hexdigest(),
             python_version=venvmod.python_version(slot_dir / "venv"),
             distributions=installed,
             units=digests,
             built_at=time.time(),
             slotctl_version=__version__,
         )
-        fs.atomic_write_json(layout.manifest(target), manifest.to_dict())
+        fs.atomic_write_json(layout.manifest(p.slot), manifest.to_dict())
     seconds = time.monotonic() - t0
-    ctx.say(f"  slot {target} complete in {seconds:.1f}s")
-    return BuildResult(target, manifest, seconds)
-
-
-def lockfile_digest(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
+    ctx.say(f"  slot {p.slot} complete in {seconds:.1f}s")
+    return BuildResult(p.slot, manifest, seconds)
 
 
 def _prepare_root(ctx: HostContext) -> None:

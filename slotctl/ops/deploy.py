@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..adapters import fs
 from ..core.layout import other
 from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK, InputError
-from .build import build
+from .build import Plan, build
 from .host import HostContext
 from .switch import ProbeResult, install_units, probe, switch_to
 
@@ -40,10 +40,10 @@ def _activate(ctx: HostContext, slot: str) -> ProbeResult:
     return probe(ctx, slot)
 
 
-def deploy(ctx: HostContext, commit: str | None = None) -> Outcome:
+def deploy(ctx: HostContext, planned: Plan) -> Outcome:
     t0 = time.monotonic()
-    previous = ctx.active_slot()
-    built = build(ctx, commit)
+    previous = planned.active
+    built = build(ctx, planned=planned)
     new = built.slot
     out = Outcome(ctx.host.name, "deploy", OK, "", previous, new, built.manifest.commit)
     result = _activate(ctx, new)

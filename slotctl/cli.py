@@ -1,0 +1,270 @@
+"""The command line: parse, call an operation, render, exit. Nothing else lives here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from . import __version__
+from .errors import AUDIT_FAILED, BAD_INPUT, DEPLOY_FAILED, LOCKED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Blue/green deployments for a trading bot run by systemd.\n\n"
+    "Exit codes: 0 ok, 1 deploy failed and rolled back (healthy on the old slot), 2 bad input "
+    "(nothing changed), 3 status found problems, 4 another deploy holds the lock, 5 quiesce timed out, "
+    "6 rollback failed: the host needs an operator now.",
+)
+sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.")
+app.add_typer(sandbox_app, name="sandbox")
+
+InventoryOpt = Annotated[Optional[Path], typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
+HostOpt = Annotated[Optional[list[str]], typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
+AllOpt = Annotated[Optional[bool], typer.Option("--all", help="Every host in the inventory.")]
+JsonOpt = Annotated[Optional[bool], typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
+
+# Worst first: the exit code of a run over several hosts is its worst host's.
+_SEVERITY = [NEEDS_OPERATOR, LOCKED, QUIESCE_TIMEOUT, DEPLOY_FAILED, AUDIT_FAILED, BAD_INPUT, OK]
+
+
+def worst(codes: list[int]) -> int:
+    return min(codes, key=_SEVERITY.index) if codes else OK
+
+
+class Opts:
+    def __init__(self) -> None:
+        self.inventory: Path = Path("inventory.yaml")
+        self.hosts: list[str] = []
+        self.all: bool = False
+        self.json: bool = False
+        self.verbose: bool = False
+
+    def merge(self, inventory: Path | None, hosts: list[str] | None, all_: bool | None, json_: bool | None) -> "Opts":
+        o = Opts()
+        o.__dict__.update(self.__dict__)
+        o.inventory = inventory or self.inventory
+        o.hosts = list(hosts or self.hosts)
+        o.all = bool(all_) or self.all
+        o.json = bool(json_) or self.json
+        if o.hosts and o.all:
+            raise InputError("--host and --all: pass one or the other")
+        return o
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def command(name: str) -> Callable:
+    """Run a command body; the one place where SlotctlError becomes a one-line message and an exit code."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(ctx: typer.Context, *args, **kwargs):
+            try:
+                code = fn(ctx, *args, **kwargs)
+            except SlotctlError as e:
+                print(f"slotctl {name}: error: {e.message}", file=sys.stderr)
+                opts: Opts = ctx.obj or Opts()
+                if opts.verbose and e.__context__ is not None:
+                    import traceback
+
+                    traceback.print_exception(e.__context__, file=sys.stderr)
+                if kwargs.get("json_") or opts.json:
+                    from .render import envelope
+
+                    print(envelope(name, e.exit_code, {}, e.message))
+                raise typer.Exit(e.exit_code)
+            raise typer.Exit(code or OK)
+
+        return run
+
+    return wrap
+
+
+def _contexts(opts: Opts):
+    from . import inventory
+    from .ops.host import HostContext
+
+    inv = inventory.load(opts.inventory)
+    hosts = inv.select(opts.hosts, opts.all)
+    remote = [h.name for h in hosts if h.ssh]
+    if remote:
+        raise InputError(f"{opts.inventory}: hosts.{remote[0]}.ssh: remote hosts are not supported by this version yet")
+    proc_root = Path(os.environ.get("SLOTCTL_PROC_ROOT", "/proc"))
+    return [HostContext(h, None, proc_root, say=_say) for h in hosts]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"slotctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    host: HostOpt = None,
+    all_: AllOpt = None,
+    json_: JsonOpt = None,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="On an error, also print the underlying exception.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True)] = None,
+) -> None:
+    opts = Opts()  # checked when a command merges its own options in (inside its error handling)
+    opts.inventory, opts.hosts, opts.all, opts.json = inventory or opts.inventory, list(host or []), bool(all_), bool(json_)
+    opts.verbose = verbose
+    ctx.obj = opts
+
+
+@app.command()
+@command("status")
+def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+           json_: JsonOpt = None) -> int:
+    """What runs on each host and everything wrong with it. Exit 3 when anything is wrong.
+
+    Example: slotctl status --json
+    """
+    from .ops.status import status as get_status
+    from .render import envelope, status_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    results = [get_status(c) for c in _contexts(opts)]
+    code = worst([r.exit_code for r in results])
+    if opts.json:
+        print(envelope("status", code, {r.host: r for r in results}))
+    else:
+        print("\n".join(status_text(r) for r in results))
+    return code
+
+
+@app.command()
+@command("build")
+def build(ctx: typer.Context, commit: Annotated[Optional[str], typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
+          inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Build the inactive slot from a commit, without switching to it.
+
+    Example: slotctl build --commit 0123...cdef
+    """
+    from .ops.build import build as do_build
+    from .render import envelope
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    results = {c.host.name: do_build(c, commit) for c in _contexts(opts)}
+    if opts.json:
+        print(envelope("build", OK, results))
+    else:
+        for name, r in results.items():
+            print(f"{name}: slot {r.slot} built from {r.manifest.commit} in {r.seconds:.1f}s")
+    return OK
+
+
+@app.command()
+@command("deploy")
+def deploy(
+    ctx: typer.Context,
+    commit: Annotated[Optional[str], typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; nothing is written.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
+    inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None,
+) -> int:
+    """Build the inactive slot, switch to it, probe it; roll back automatically if it fails.
+
+    Exit 0 healthy on the new release; 1 rolled back, healthy on the old one; 6 the rollback failed too.
+
+    Example: slotctl deploy --commit 0123...cdef --yes --json
+    """
+    from .ops.build import plan
+    from .ops.deploy import deploy as do_deploy
+    from .render import envelope, outcome_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
+    if dry_run:
+        if opts.json:
+            print(envelope("deploy", OK, {n: p.to_dict() | {"dry_run": True} for n, p in plans.items()}))
+        else:
+            for n, p in plans.items():
+                print(f"{n}: would build slot {p.slot} from {p.commit} and switch to it "
+                      f"(active: {p.active or 'none'}{' at ' + p.active_commit if p.active_commit else ''})")
+        return OK
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError("deploy: not on a terminal, so there is nobody to confirm: pass --yes")
+        targets = ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items())
+        if not typer.confirm(f"deploy {targets}?", err=True):
+            raise InputError("deploy: not confirmed, nothing changed")
+    outcomes = [do_deploy(c, plans[c.host.name]) for c in contexts]
+    code = worst([o.exit_code for o in outcomes])
+    if opts.json:
+        print(envelope("deploy", code, {o.host: o for o in outcomes}))
+    else:
+        print("\n".join(outcome_text(o) for o in outcomes))
+    return code
+
+
+@app.command()
+@command("rollback")
+def rollback(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+             json_: JsonOpt = None) -> int:
+    """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
+
+    Example: slotctl rollback --host local
+    """
+    from .ops.deploy import rollback as do_rollback
+    from .render import envelope, outcome_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    outcomes = [do_rollback(c) for c in _contexts(opts)]
+    code = worst([o.exit_code for o in outcomes])
+    if opts.json:
+        print(envelope("rollback", code, {o.host: o for o in outcomes}))
+    else:
+        print("\n".join(outcome_text(o) for o in outcomes))
+    return code
+
+
+@app.command()
+@command("demo")
+def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the demo's files for a look afterwards.")] = False) -> int:
+    """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back."""
+    from .demo import run
+
+    return run(keep=keep)
+
+
+@sandbox_app.command("start")
+@command("sandbox start")
+def sandbox_start(ctx: typer.Context, directory: Path) -> int:
+    """Boot systemd in throwaway namespaces under DIRECTORY; prints the environment to reach it.
+
+    Example: eval "$(slotctl sandbox start /var/tmp/sb)"
+    """
+    from .sandbox import Sandbox
+
+    sb = Sandbox(directory, tie_to_parent=False).start()
+    print("\n".join(f"export {k}={v}" for k, v in sb.env().items()))
+    _say(f"# booted in {sb.boot_seconds * 1000:.0f} ms; units go in {sb.units}, deployment roots under {sb.shared}")
+    return OK
+
+
+@sandbox_app.command("stop")
+@command("sandbox stop")
+def sandbox_stop(ctx: typer.Context, directory: Path) -> int:
+    """Stop the sandbox under DIRECTORY; leaves no process, mount or cgroup behind."""
+    from .sandbox import Sandbox
+
+    Sandbox(directory).stop()
+    return OK
+
+
+def main() -> None:
+    app(prog_name="slotctl")

@@ -1,0 +1,61 @@
+"""Human and JSON presentation of results; no decisions here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+from . import __version__
+from .ops.deploy import Outcome
+from .ops.status import Status
+
+SCHEMA = 1
+
+
+def envelope(command: str, exit_code: int, hosts: dict[str, Any], error: str | None = None) -> str:
+    doc = {"schema": SCHEMA, "slotctl": __version__, "command": command, "exit_code": exit_code,
+           "error": error, "hosts": hosts}
+    return json.dumps(doc, indent=2, sort_keys=True, default=_default)
+
+
+def _default(o: Any) -> Any:
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)
+
+
+def status_text(s: Status) -> str:
+    lines = [f"host {s.host}   root {s.root}"]
+    for slot, info in s.slots.items():
+        mark = "active" if slot == s.active_slot else "      "
+        if info["complete"]:
+            built = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["built_at"]))
+            lines.append(f"  {mark} {slot:<5}  {info['commit'][:12]}  {info['verdict']:<8}  built {built}")
+        else:
+            lines.append(f"  {mark} {slot:<5}  incomplete: {info['problem']}")
+    u = s.unit
+    if "active_state" in u:
+        lines.append(f"  unit      {u['name']}: {u['active_state']}/{u['sub_state']}, pid {u['main_pid']}, "
+                     f"restarts {u['n_restarts']}")
+    if s.process_slot:
+        lines.append(f"  process   runs from slot {s.process_slot}")
+    if s.heartbeat is not None:
+        hb = s.heartbeat
+        lines.append(f"  heartbeat {s.heartbeat_age:.1f}s old (pid {hb['pid']}, phase {hb['phase']}, "
+                     f"{hb['open_positions']} open positions)")
+    if s.problems:
+        lines.append(f"  PROBLEMS ({len(s.problems)}):")
+        lines += [f"    - {p}" for p in s.problems]
+    else:
+        lines.append("  ok")
+    return "\n".join(lines)
+
+
+def outcome_text(o: Outcome) -> str:
+    lines = [f"{o.action} on {o.host}: {o.summary}"]
+    for p in o.probes:
+        verdict = "healthy" if p.ok else "FAILED: " + "; ".join(p.problems)
+        lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s): {verdict}")
+    return "\n".join(lines)

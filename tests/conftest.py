@@ -1,0 +1,94 @@
+"""Shared fixtures: a real systemd per test (booting takes ~0.2 s), and one reference-bot repository."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slotctl import inventory, refbot
+from slotctl.ops.host import HostContext
+from slotctl.sandbox import Sandbox
+
+RELEASES = [
+    refbot.Release("v1"),
+    refbot.Release("v2", tradekit="1.1.0"),
+    refbot.Release("crash", fault="crash_at_start"),
+    refbot.Release("silent", fault="no_heartbeat"),
+]
+
+
+@dataclass(frozen=True)
+class BotRepo:
+    path: Path
+    wheels: Path
+    sha: dict[str, str]  # release name -> full SHA
+
+
+@pytest.fixture(scope="session")
+def bot_repo(tmp_path_factory) -> BotRepo:
+    base = tmp_path_factory.mktemp("refbot")
+    shas = refbot.make_repo(base / "repo", base / "wheels", RELEASES)
+    return BotRepo(base / "repo", base / "wheels", {r.name: s for r, s in zip(RELEASES, shas)})
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Sandbox:
+    sb = Sandbox(tmp_path / "sb").start()
+    yield sb
+    sb.stop()
+
+
+@dataclass
+class Host:
+    """One sandboxed host: its inventory file, its context, and a CLI runner aimed at it."""
+
+    sandbox: Sandbox
+    inventory_path: Path
+    ctx: HostContext
+
+    @property
+    def root(self) -> Path:
+        return self.ctx.host.root
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, **self.sandbox.env())
+        return subprocess.run([sys.executable, "-m", "slotctl", "-i", str(self.inventory_path), *args],
+                              capture_output=True, text=True, env=env, input=input, timeout=120)
+
+    def reload(self) -> None:
+        self.ctx.host = inventory.load(self.inventory_path).hosts["local"]
+
+
+def write_inventory(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def host(sandbox, bot_repo, tmp_path) -> Host:
+    doc = refbot.inventory(root=sandbox.shared / "opt" / "trading-bot", repo=bot_repo.path,
+                           wheelhouse=bot_repo.wheels, unit_dir=sandbox.units, commit=bot_repo.sha["v1"],
+                           window=1.5, max_age=3)
+    path = write_inventory(tmp_path / "inventory.yaml", doc)
+    ctx = HostContext(inventory.load(path).hosts["local"], sandbox.bus_address, sandbox.proc_root)
+    return Host(sandbox, path, ctx)
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root with its type, size and mtime: 'nothing changed on disk' made checkable."""
+    if not root.exists():
+        return {}
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            link = os.readlink(p) if p.is_symlink() else None
+            snap[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, link)
+    return snap

@@ -1,0 +1,58 @@
+"""The command line as an operator and CI meet it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from slotctl import __version__
+
+
+def slotctl(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slotctl", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_version_and_help_name_the_exit_codes():
+    assert slotctl("--version").stdout.strip() == f"slotctl {__version__}"
+    help_text = slotctl("--help").stdout
+    for cmd in ("status", "build", "deploy", "rollback", "demo", "sandbox"):
+        assert cmd in help_text
+    assert "6 rollback failed" in " ".join(help_text.split())
+
+
+def test_a_missing_inventory_is_exit_2_with_a_json_envelope_for_ci(tmp_path):
+    proc = slotctl("status", "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 2 and doc["hosts"] == {}
+    assert doc["error"] == "inventory.yaml: inventory file not found"
+    assert proc.stderr.strip() == "slotctl status: error: inventory.yaml: inventory file not found"
+
+
+def test_global_options_may_come_before_the_command(tmp_path):
+    proc = slotctl("-i", str(tmp_path / "other.yaml"), "--json", "status")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"].endswith("other.yaml: inventory file not found")
+
+
+def test_ssh_hosts_are_refused_clearly_until_remote_support_exists(tmp_path):
+    (tmp_path / "inventory.yaml").write_text(
+        "version: 1\ndefaults: {repo: /r}\nhosts: {tokyo-1: {ssh: 'trader@127.0.0.1:22'}}\n")
+    proc = slotctl("status", cwd=tmp_path)
+    assert proc.returncode == 2 and "hosts.tokyo-1.ssh: remote hosts are not supported" in proc.stderr
+
+
+def test_an_unknown_option_is_a_usage_error_with_exit_2():
+    proc = slotctl("deploy", "--colour")
+    assert proc.returncode == 2 and "No such option" in proc.stderr
+
+
+def test_the_demo_deploys_twice_rolls_back_once_and_exits_0():
+    """The quick start's first command, as a new user runs it."""
+    proc = slotctl("demo")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("   ok: ") == 5 and "UNEXPECTED" not in proc.stdout
+    assert "demo finished" in proc.stdout

@@ -1,0 +1,48 @@
+"""Health verdicts, rule by rule, from observations (no systemd needed: the rules live in our code)."""
+
+import pytest
+
+from slotctl.core.health import Baseline, Heartbeat, Observation, problems
+
+BASE = Baseline(slot="green", started_at=1000.0, main_pid=40, n_restarts=0)
+
+
+def obs(**kw) -> Observation:
+    d = dict(now=1005.0, active_state="active", sub_state="running", main_pid=40, n_restarts=0,
+             process_slot="green", heartbeat=Heartbeat(1004.5, 40, "idle", 0))
+    d.update(kw)
+    return Observation(**d)
+
+
+def test_a_running_bot_with_a_fresh_heartbeat_from_its_own_pid_is_healthy():
+    assert problems(obs(), BASE, max_age=30, final=True) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(active_state="activating", sub_state="auto-restart"), "unit is activating/auto-restart"),
+    (dict(active_state="failed", sub_state="failed"), "unit is failed/failed"),
+    (dict(n_restarts=2), "restarted the bot 2 time(s)"),
+    (dict(main_pid=41, heartbeat=Heartbeat(1004.5, 41, "idle", 0)), "main process changed from pid 40 to 41"),
+    (dict(process_slot="blue"), "runs from slot blue, expected green"),
+    (dict(heartbeat=Heartbeat(1004.5, 99, "idle", 0)), "heartbeat written by pid 99"),
+    (dict(now=1040.0, heartbeat=Heartbeat(1001.0, 40, "idle", 0)), "heartbeat is 39.0s old"),
+    (dict(heartbeat_problem="heartbeat x: expected a JSON object"), "heartbeat x: expected a JSON object"),
+])
+def test_each_failed_rule_is_named(change, expected):
+    found = problems(obs(**change), BASE, max_age=30, final=False)
+    assert any(expected in p for p in found), found
+
+
+def test_a_heartbeat_older_than_the_restart_does_not_count():
+    stale = obs(heartbeat=Heartbeat(999.0, 40, "idle", 0))
+    assert problems(stale, BASE, max_age=30, final=False) == []  # still in the window: wait for it
+    assert any("no heartbeat written since the restart" in p for p in problems(stale, BASE, max_age=30, final=True))
+
+
+def test_no_heartbeat_longer_than_max_age_fails_before_the_window_ends():
+    late = obs(now=1031.0, heartbeat=None)
+    assert any("no heartbeat written since the restart" in p for p in problems(late, BASE, max_age=30, final=False))
+
+
+def test_a_bot_that_writes_no_pid_is_judged_by_the_rest():
+    assert problems(obs(heartbeat=Heartbeat(1004.0, None, None, None)), BASE, max_age=30, final=True) == []

@@ -1,0 +1,67 @@
+"""slot.json completeness, and the filesystem adapter's crash-safe writes and flip."""
+
+import json
+import os
+
+import pytest
+
+from slotctl.adapters import fs
+from slotctl.core import manifest as mf
+
+GOOD = mf.Manifest(slot="blue", commit="a" * 40, repo="/r", lockfile="requirements.lock", lockfile_sha256="b" * 64,
+                   python_version="3.11.7", distributions={"tradekit": "1.0.0"}, units={"x.service": "c" * 64},
+                   built_at=1.0, slotctl_version="0.1.0")
+
+
+def test_a_manifest_round_trips_and_keeps_its_verdict():
+    m = GOOD.with_verdict("bad", "crashed", 5.0)
+    assert mf.parse(json.dumps(m.to_dict())) == m
+
+
+@pytest.mark.parametrize("mutate, why", [
+    (lambda d: d.pop("commit"), "missing commit"),
+    (lambda d: d.update(complete=False), "not marked complete"),
+    (lambda d: d.update(format=99), "format 99"),
+    (lambda d: d.update(verdict="maybe"), "verdict 'maybe'"),
+    (lambda d: d.update(surprise=1), "unknown keys surprise"),
+])
+def test_an_incomplete_or_foreign_manifest_is_named(mutate, why):
+    d = GOOD.to_dict()
+    mutate(d)
+    with pytest.raises(mf.ManifestProblem, match=why):
+        mf.parse(json.dumps(d))
+
+
+def test_a_torn_manifest_is_not_complete():
+    with pytest.raises(mf.ManifestProblem, match="not JSON"):
+        mf.parse(json.dumps(GOOD.to_dict())[:50])
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "slot.json"
+    target.write_text("old")
+    fs.atomic_write_json(target, {"a": 1}, mode=0o640)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    assert os.listdir(tmp_path) == ["slot.json"]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "slot.json"
+    target.write_text("old")
+    with pytest.raises(TypeError):
+        fs.atomic_write_json(target, {"a": object()})  # not serialisable: fails before anything is replaced
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["slot.json"]
+
+
+def test_the_flip_replaces_the_symlink_in_one_rename(tmp_path):
+    (tmp_path / "slots/blue").mkdir(parents=True)
+    (tmp_path / "slots/green").mkdir()
+    link = tmp_path / "trading-bot-current"
+    fs.atomic_symlink(link, "slots/blue")
+    ino_before = link.lstat().st_ino
+    fs.atomic_symlink(link, "slots/green")
+    assert os.readlink(link) == "slots/green"
+    assert link.lstat().st_ino != ino_before  # a new link renamed over the old one, not an edit
+    assert sorted(os.listdir(tmp_path)) == ["slots", "trading-bot-current"]

@@ -1,0 +1,136 @@
+"""The sandboxed systemd, and the D-Bus adapter against it: the real thing, never a fake."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from slotctl.adapters.systemd import Systemd
+from slotctl.errors import SystemdError
+from slotctl.sandbox import Sandbox
+
+
+def _pids_in_namespace(ns: str, *, zombies: bool = True) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if zombies or state != "Z":
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _write_unit(sb: Sandbox, name: str, body: str) -> None:
+    (sb.units / name).write_text(body)
+
+
+def test_sandbox_leaves_no_process_mount_or_cgroup_and_the_hosts_tmp_survives(tmp_path):
+    canary = Path(tempfile.mkstemp(prefix="slotctl-canary-", dir="/tmp")[1])
+    canary.write_text("still here")
+    hostname = socket.gethostname()
+    sb = Sandbox(tmp_path / "sb").start()
+    try:
+        ns = os.readlink(f"/proc/{sb.init_pid}/ns/pid")
+        cgroup = Path((sb.dir / "cgroup").read_text())
+        _write_unit(sb, "scribble.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo x > /tmp/from-sandbox; hostname sandboxed'\n")
+        sd = Systemd(sb.bus_address)
+        sd.daemon_reload()
+        sd.start("scribble.service")
+        assert _pids_in_namespace(ns), "systemd should be running in its namespace"
+    finally:
+        sb.stop()
+    assert _pids_in_namespace(ns) == []
+    assert not cgroup.exists()
+    assert str(sb.dir) not in Path("/proc/self/mountinfo").read_text()
+    assert canary.read_text() == "still here"
+    assert not Path("/tmp/from-sandbox").exists()
+    assert socket.gethostname() == hostname
+    canary.unlink()
+
+
+def test_a_sandbox_dies_with_the_process_that_started_it(tmp_path):
+    code = ("import sys, time; from slotctl.sandbox import Sandbox; sb = Sandbox(sys.argv[1]).start(); "
+            "print(sb.init_pid, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "sb")], stdout=subprocess.PIPE, text=True)
+    init = int(proc.stdout.readline())
+    ns = os.readlink(f"/proc/{init}/ns/pid")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _pids_in_namespace(ns, zombies=False) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Orphans are the host init's to reap; a zombie holds no resources, only its pid.
+    assert _pids_in_namespace(ns, zombies=False) == []
+    Sandbox(tmp_path / "sb").stop()  # removes the cgroup the killed parent could not
+    assert not (tmp_path / "sb" / "cgroup").exists()
+
+
+def test_starting_again_in_the_same_directory_cleans_up_a_leftover(tmp_path):
+    first = Sandbox(tmp_path / "sb", tie_to_parent=False).start()
+    old_ns = os.readlink(f"/proc/{first.init_pid}/ns/pid")
+    second = Sandbox(tmp_path / "sb").start()
+    try:
+        assert _pids_in_namespace(old_ns) == []
+        assert Systemd(second.bus_address).system_state() in ("running", "degraded")
+    finally:
+        second.stop()
+
+
+def test_adapter_starts_stops_and_reads_a_unit_after_its_job_is_done(sandbox, tmp_path):
+    workdir = sandbox.shared / "work"
+    workdir.mkdir()
+    _write_unit(sandbox, "sleeper.service", f"[Service]\nExecStart=/bin/sleep 300\nWorkingDirectory={workdir}\n")
+    sd = Systemd(sandbox.bus_address)
+    sd.daemon_reload()
+    before = time.time()
+    st = sd.start("sleeper.service")
+    assert (st.active_state, st.sub_state) == ("active", "running")
+    assert st.main_pid > 0 and st.n_restarts == 0
+    assert before - 1 <= st.exec_main_start_us / 1e6 <= time.time() + 1
+    # MainPID is a pid of the sandbox's namespace: its /proc is reached through proc_root.
+    assert os.readlink(sandbox.proc_root / str(st.main_pid) / "cwd") == str(workdir)
+    again = sd.restart("sleeper.service")
+    assert again.main_pid != st.main_pid and again.exec_main_start_us > st.exec_main_start_us
+    stopped = sd.stop("sleeper.service")
+    assert (stopped.active_state, stopped.main_pid) == ("inactive", 0)
+
+
+def test_adapter_counts_restarts_of_a_crashing_unit(sandbox):
+    _write_unit(sandbox, "crasher.service", "[Service]\nExecStart=/bin/sh -c 'sleep 0.2; exit 1'\n"
+                                            "Restart=on-failure\nRestartSec=0.1\n")
+    sd = Systemd(sandbox.bus_address)
+    sd.daemon_reload()
+    sd.start("crasher.service")
+    deadline = time.monotonic() + 5
+    while sd.state("crasher.service").n_restarts < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sd.state("crasher.service").n_restarts >= 2
+
+
+def test_stopping_a_unit_that_was_never_installed_is_a_no_op(sandbox):
+    assert Systemd(sandbox.bus_address).stop("never-installed.service").load_state == "not-found"
+
+
+def test_an_unreachable_bus_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemdError, match="cannot reach systemd on unix:path="):
+        Systemd(f"unix:path={tmp_path}/no-such-socket")
+
+
+def test_a_failing_start_job_is_reported(sandbox):
+    _write_unit(sandbox, "broken.service", "[Service]\nExecStart=/nonexistent/binary\n")
+    sd = Systemd(sandbox.bus_address)
+    sd.daemon_reload()
+    st = sd.start("broken.service")
+    assert st.active_state in ("failed", "inactive")
