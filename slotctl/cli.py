@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,10 +26,10 @@ app = typer.Typer(
 sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.")
 app.add_typer(sandbox_app, name="sandbox")
 
-InventoryOpt = Annotated[Optional[Path], typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
-HostOpt = Annotated[Optional[list[str]], typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
-AllOpt = Annotated[Optional[bool], typer.Option("--all", help="Every host in the inventory.")]
-JsonOpt = Annotated[Optional[bool], typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
+InventoryOpt = Annotated[Path | None, typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
+HostOpt = Annotated[list[str] | None, typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
+AllOpt = Annotated[bool | None, typer.Option("--all", help="Every host in the inventory.")]
+JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
 _SEVERITY = [NEEDS_OPERATOR, LOCKED, QUIESCE_TIMEOUT, DEPLOY_FAILED, AUDIT_FAILED, BAD_INPUT, OK]
@@ -46,7 +47,7 @@ class Opts:
         self.json: bool = False
         self.verbose: bool = False
 
-    def merge(self, inventory: Path | None, hosts: list[str] | None, all_: bool | None, json_: bool | None) -> "Opts":
+    def merge(self, inventory: Path | None, hosts: list[str] | None, all_: bool | None, json_: bool | None) -> Opts:
         o = Opts()
         o.__dict__.update(self.__dict__)
         o.inventory = inventory or self.inventory
@@ -81,7 +82,7 @@ def command(name: str) -> Callable:
                     from .render import envelope
 
                     print(envelope(name, e.exit_code, {}, e.message))
-                raise typer.Exit(e.exit_code)
+                raise typer.Exit(e.exit_code) from None
             raise typer.Exit(code or OK)
 
         return run
@@ -116,7 +117,7 @@ def main_options(
     all_: AllOpt = None,
     json_: JsonOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="On an error, also print the underlying exception.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True)] = None,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True)] = None,
 ) -> None:
     opts = Opts()  # checked when a command merges its own options in (inside its error handling)
     opts.inventory, opts.hosts, opts.all, opts.json = inventory or opts.inventory, list(host or []), bool(all_), bool(json_)
@@ -147,7 +148,7 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 
 @app.command()
 @command("build")
-def build(ctx: typer.Context, commit: Annotated[Optional[str], typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
+def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
           inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Build the inactive slot from a commit, without switching to it.
 
@@ -170,8 +171,10 @@ def build(ctx: typer.Context, commit: Annotated[Optional[str], typer.Option(help
 @command("deploy")
 def deploy(
     ctx: typer.Context,
-    commit: Annotated[Optional[str], typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop; nothing is written.")] = False,
+    commit: Annotated[str | None, typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show the plan (dependency, config and unit diffs) and stop; nothing is written.")] = False,
+    allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Switch even when parity finds unexpected differences (journaled).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
     inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None,
 ) -> int:
@@ -183,7 +186,7 @@ def deploy(
     """
     from .ops.build import plan
     from .ops.deploy import deploy as do_deploy
-    from .render import envelope, outcome_text
+    from .render import envelope, outcome_text, plan_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
@@ -192,9 +195,7 @@ def deploy(
         if opts.json:
             print(envelope("deploy", OK, {n: p.to_dict() | {"dry_run": True} for n, p in plans.items()}))
         else:
-            for n, p in plans.items():
-                print(f"{n}: would build slot {p.slot} from {p.commit} and switch to it "
-                      f"(active: {p.active or 'none'}{' at ' + p.active_commit if p.active_commit else ''})")
+            print("\n".join(plan_text(p) for p in plans.values()))
         return OK
     if not yes:
         if not sys.stdin.isatty():
@@ -202,12 +203,37 @@ def deploy(
         targets = ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items())
         if not typer.confirm(f"deploy {targets}?", err=True):
             raise InputError("deploy: not confirmed, nothing changed")
-    outcomes = [do_deploy(c, plans[c.host.name]) for c in contexts]
+    outcomes = [do_deploy(c, plans[c.host.name], allow_drift) for c in contexts]
     code = worst([o.exit_code for o in outcomes])
     if opts.json:
         print(envelope("deploy", code, {o.host: o for o in outcomes}))
     else:
         print("\n".join(outcome_text(o) for o in outcomes))
+    return code
+
+
+@app.command()
+@command("verify")
+def verify(ctx: typer.Context,
+           slot: Annotated[str | None, typer.Option(help="blue or green [default: the active slot].")] = None,
+           inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Parity of a slot: venv == lockfile (and, active, == its manifest), Python version, units, config. Exit 3 on drift.
+
+    Example: slotctl verify --slot green --json
+    """
+    from .core.layout import SLOTS
+    from .ops.verify import verify as do_verify
+    from .render import envelope, verify_text
+
+    if slot is not None and slot not in SLOTS:
+        raise InputError(f"--slot: expected blue or green, got {slot!r}")
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    reports = [do_verify(c, slot) for c in _contexts(opts)]
+    code = AUDIT_FAILED if any(r.drift for r in reports) else OK
+    if opts.json:
+        print(envelope("verify", code, {r.host: r.to_dict() for r in reports}))
+    else:
+        print("\n".join(verify_text(r) for r in reports))
     return code
 
 

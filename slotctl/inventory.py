@@ -337,11 +337,11 @@ def parse(doc: Any, path: Path) -> Inventory:
             merged["repo"] = str(base / merged["repo"])
         if "index" in merged and merged["index"].get("find_links"):
             merged["index"] = dict(merged["index"], find_links=tuple(str(base / p) for p in merged["index"]["find_links"]))
-        for unit, template in merged.get("units", {}).items():
+        for unit in merged.get("units", {}):
             if not UNIT_RE.match(unit):
                 c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
-        service = merged.get("service", HostConfig.service)
-        if service not in merged.get("units", _build(HostConfig, {"name": name, "repo": ""}).units):
-            c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(merged.get('units', {}))})", service)
-        hosts[name] = _build(HostConfig, dict(merged, name=name))
+        host = _build(HostConfig, dict(merged, name=name))
+        if host.service not in host.units:
+            c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
+        hosts[name] = host
     return Inventory(path=path, hosts=hosts)

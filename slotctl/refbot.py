@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
@@ -28,6 +28,8 @@ class Release:
     tradekit: str = "1.0.0"
     fault: str | None = None
     message: str = ""
+    config: dict = field(default_factory=dict)  # more live_config.json keys for this release
+    config_text: str | None = None  # live_config.json verbatim (e.g. a corrupt one), instead of JSON
 
 
 def make_wheelhouse(dest: Path) -> dict[str, Path]:
@@ -48,7 +50,8 @@ def make_repo(dest: Path, wheelhouse: Path, releases: list[Release]) -> list[str
     for r in releases:
         for name in _BOT_FILES:
             (dest / name).write_text((SOURCE / name).read_text())
-        (dest / "live_config.json").write_text(json.dumps(dict(base_config, release=r.name, fault=r.fault), indent=2) + "\n")
+        config = json.dumps(dict(base_config, release=r.name, fault=r.fault, **r.config), indent=2) + "\n"
+        (dest / "live_config.json").write_text(r.config_text if r.config_text is not None else config)
         (dest / "requirements.lock").write_text(
             "# hash-pinned: slotctl installs with --require-hashes\n" + lock_line(wheels[r.tradekit], "tradekit", r.tradekit)
         )

@@ -8,8 +8,10 @@ import time
 from typing import Any
 
 from . import __version__
+from .ops.build import Plan
 from .ops.deploy import Outcome
 from .ops.status import Status
+from .ops.verify import Report
 
 SCHEMA = 1
 
@@ -33,6 +35,8 @@ def status_text(s: Status) -> str:
         if info["complete"]:
             built = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["built_at"]))
             lines.append(f"  {mark} {slot:<5}  {info['commit'][:12]}  {info['verdict']:<8}  built {built}")
+        elif info.get("empty"):
+            lines.append(f"  {mark} {slot:<5}  empty")
         else:
             lines.append(f"  {mark} {slot:<5}  incomplete: {info['problem']}")
     u = s.unit
@@ -43,8 +47,12 @@ def status_text(s: Status) -> str:
         lines.append(f"  process   runs from slot {s.process_slot}")
     if s.heartbeat is not None:
         hb = s.heartbeat
+        n = hb["open_positions"]
         lines.append(f"  heartbeat {s.heartbeat_age:.1f}s old (pid {hb['pid']}, phase {hb['phase']}, "
-                     f"{hb['open_positions']} open positions)")
+                     f"{n} open position{'' if n == 1 else 's'})")
+    for f in s.findings:
+        if f["severity"] != "drift":
+            lines.append(f"  note      {f['kind']} {f['subject']}: {f['detail']} ({f['severity']})")
     if s.problems:
         lines.append(f"  PROBLEMS ({len(s.problems)}):")
         lines += [f"    - {p}" for p in s.problems]
@@ -55,7 +63,39 @@ def status_text(s: Status) -> str:
 
 def outcome_text(o: Outcome) -> str:
     lines = [f"{o.action} on {o.host}: {o.summary}"]
+    lines += [f"  - {f.line()}" for f in o.findings if f.severity == "drift"]
     for p in o.probes:
         verdict = "healthy" if p.ok else "FAILED: " + "; ".join(p.problems)
         lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s): {verdict}")
+    return "\n".join(lines)
+
+
+def verify_text(r: Report) -> str:
+    head = f"host {r.host} slot {r.slot}{' (active)' if r.active else ''}: "
+    if not r.findings:
+        return head + "no differences"
+    lines = [head + (f"{len(r.drift)} unexpected difference(s)" if r.drift else "no unexpected differences")]
+    lines += [f"  - {f.line()}" for f in r.findings]
+    return "\n".join(lines)
+
+
+def plan_text(p: Plan) -> str:
+    active = f"{p.active} at {p.active_commit[:12]}" if p.active and p.active_commit else (p.active or "none")
+    lines = [f"{p.host}: would build slot {p.slot} from {p.commit} and switch to it (active: {active})"]
+    d = p.dependencies
+    if p.active is None:
+        lines.append("  first deploy: nothing to compare with")
+        return "\n".join(lines)
+    if not d:
+        lines.append("  dependencies: unchanged")
+    for n, v in d.added.items():
+        lines.append(f"  dependency + {n}=={v}")
+    for n, v in d.removed.items():
+        lines.append(f"  dependency - {n}=={v}")
+    for n, (a, b) in d.changed.items():
+        lines.append(f"  dependency ~ {n} {a} -> {b}")
+    if not p.config:
+        lines.append("  config: unchanged")
+    lines += [f"  {f.line()}" for f in p.config]
+    lines += [f"  unit {u}: {what}" for u, what in p.units.items()] or ["  units: unchanged"]
     return "\n".join(lines)

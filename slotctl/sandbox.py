@@ -100,7 +100,7 @@ class Sandbox:
         }
 
     # -- lifecycle ----------------------------------------------------------------
-    def start(self, timeout: float = 15) -> "Sandbox":
+    def start(self, timeout: float = 15) -> Sandbox:
         if os.geteuid() != 0:
             raise SandboxError("sandbox: needs root (it mounts and creates namespaces)")
         if (self.dir / "unshare.pid").exists():
@@ -220,7 +220,7 @@ class Sandbox:
                         capture_output=True, text=True)
         return out.stdout
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -20,6 +20,8 @@ RELEASES = [
     refbot.Release("v2", tradekit="1.1.0"),
     refbot.Release("crash", fault="crash_at_start"),
     refbot.Release("silent", fault="no_heartbeat"),
+    refbot.Release("eth", config={"symbol": "ETH-PERP"}),  # a config key that may not differ
+    refbot.Release("corrupt", config_text='{"release": "corrupt", "symbol": '),
 ]
 
 
@@ -34,7 +36,7 @@ class BotRepo:
 def bot_repo(tmp_path_factory) -> BotRepo:
     base = tmp_path_factory.mktemp("refbot")
     shas = refbot.make_repo(base / "repo", base / "wheels", RELEASES)
-    return BotRepo(base / "repo", base / "wheels", {r.name: s for r, s in zip(RELEASES, shas)})
+    return BotRepo(base / "repo", base / "wheels", {r.name: s for r, s in zip(RELEASES, shas, strict=True)})
 
 
 @pytest.fixture
@@ -51,6 +53,7 @@ class Host:
     sandbox: Sandbox
     inventory_path: Path
     ctx: HostContext
+    bot_repo: BotRepo
 
     @property
     def root(self) -> Path:
@@ -77,7 +80,7 @@ def host(sandbox, bot_repo, tmp_path) -> Host:
                            window=1.5, max_age=3)
     path = write_inventory(tmp_path / "inventory.yaml", doc)
     ctx = HostContext(inventory.load(path).hosts["local"], sandbox.bus_address, sandbox.proc_root)
-    return Host(sandbox, path, ctx)
+    return Host(sandbox, path, ctx, bot_repo)
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple]:

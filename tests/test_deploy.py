@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import zipfile
@@ -10,41 +9,9 @@ import zipfile
 import pytest
 
 from conftest import tree_snapshot, write_inventory
+from helpers import active, deploy, envelope, manifest, running_slot
 from slotctl import refbot
 from slotctl.adapters import units as unitsmod
-from slotctl.core.manifest import parse as parse_manifest
-
-
-def active(host) -> str | None:
-    try:
-        return os.readlink(host.root / "trading-bot-current")
-    except FileNotFoundError:
-        return None
-
-
-def manifest(host, slot):
-    return parse_manifest((host.root / "slots" / slot / "slot.json").read_text())
-
-
-def deploy(host, release: str, *extra: str):
-    return host.cli("deploy", "--yes", "--json", "--commit", host.bot_repo.sha[release], *extra)
-
-
-@pytest.fixture
-def host(host, bot_repo):
-    host.bot_repo = bot_repo
-    return host
-
-
-def envelope(proc) -> dict:
-    doc = json.loads(proc.stdout)
-    assert doc["schema"] == 1 and doc["exit_code"] == proc.returncode
-    return doc
-
-
-def running_slot(host) -> str | None:
-    st = host.ctx.systemd.state("trading-bot.service")
-    return host.ctx.process_slot(st.main_pid) if st.main_pid else None
 
 
 def test_deploy_builds_the_slot_switches_to_it_and_marks_it_good(host):

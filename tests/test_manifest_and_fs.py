@@ -9,7 +9,7 @@ from slotctl.adapters import fs
 from slotctl.core import manifest as mf
 
 GOOD = mf.Manifest(slot="blue", commit="a" * 40, repo="/r", lockfile="requirements.lock", lockfile_sha256="b" * 64,
-                   python_version="3.11.7", distributions={"tradekit": "1.0.0"}, units={"x.service": "c" * 64},
+                   python_version="3.11.7", distributions={"tradekit": "1.0.0"}, units={"x.service": "c" * 64}, config={"live_config.json": "d" * 64},
                    built_at=1.0, slotctl_version="0.1.0")
 
 

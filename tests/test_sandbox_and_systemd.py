@@ -37,11 +37,14 @@ def _write_unit(sb: Sandbox, name: str, body: str) -> None:
 
 
 def test_sandbox_leaves_no_process_mount_or_cgroup_and_the_hosts_tmp_survives(tmp_path):
-    canary = Path(tempfile.mkstemp(prefix="slotctl-canary-", dir="/tmp")[1])
+    fd, name = tempfile.mkstemp(prefix="slotctl-canary-", dir="/tmp")
+    os.close(fd)
+    canary = Path(name)
     canary.write_text("still here")
     hostname = socket.gethostname()
     sb = Sandbox(tmp_path / "sb").start()
     try:
+        assert canary.read_text() == "still here"
         ns = os.readlink(f"/proc/{sb.init_pid}/ns/pid")
         cgroup = Path((sb.dir / "cgroup").read_text())
         _write_unit(sb, "scribble.service", "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo x > /tmp/from-sandbox; hostname sandboxed'\n")
@@ -51,13 +54,14 @@ def test_sandbox_leaves_no_process_mount_or_cgroup_and_the_hosts_tmp_survives(tm
         assert _pids_in_namespace(ns), "systemd should be running in its namespace"
     finally:
         sb.stop()
+        survived = canary.read_text() if canary.exists() else None
+        canary.unlink(missing_ok=True)
+    assert survived == "still here"
     assert _pids_in_namespace(ns) == []
     assert not cgroup.exists()
     assert str(sb.dir) not in Path("/proc/self/mountinfo").read_text()
-    assert canary.read_text() == "still here"
     assert not Path("/tmp/from-sandbox").exists()
     assert socket.gethostname() == hostname
-    canary.unlink()
 
 
 def test_a_sandbox_dies_with_the_process_that_started_it(tmp_path):

@@ -26,6 +26,7 @@ class UnitState:
     main_pid: int
     n_restarts: int
     exec_main_start_us: int  # microseconds since the epoch; 0 when never started
+    need_daemon_reload: bool = False  # the file on disk changed since systemd loaded it
 
     @property
     def running(self) -> bool:
@@ -83,6 +84,7 @@ class Systemd:
                 main_pid=int(svc.MainPID) if svc else 0,
                 n_restarts=int(svc.NRestarts) if svc else 0,
                 exec_main_start_us=int(svc.ExecMainStartTimestamp) if svc else 0,
+                need_daemon_reload=bool(unit.NeedDaemonReload),
             )
 
         return self._call(f"read state of {name}", read)

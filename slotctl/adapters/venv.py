@@ -45,7 +45,7 @@ def _index_args(index: IndexConfig) -> list[str]:
 def _run(argv: list[str], what: str) -> None:
     proc = subprocess.run(argv, env=_uv_env(), capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [l.strip() for l in (proc.stderr or proc.stdout).splitlines() if l.strip()]
+        lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         detail = " | ".join(lines[-4:]) if lines else f"exit {proc.returncode}"
         raise BuildError(f"{what} failed: {detail}")
 

@@ -38,6 +38,10 @@ class Layout:
         return self.root / ".slotctl"
 
     @property
+    def journal(self) -> Path:
+        return self.state_dir / "journal.jsonl"
+
+    @property
     def tmp(self) -> Path:
         # Temp files stay inside the root: same filesystem for renames, no shared /tmp names.
         return self.state_dir / "tmp"

@@ -20,6 +20,7 @@ class Manifest:
     python_version: str
     distributions: dict[str, str]  # normalized name -> version, as installed in venv/
     units: dict[str, str]  # unit name -> sha256 of the rendered file
+    config: dict[str, str]  # config file (inside src/) -> sha256 as exported; a hand edit is drift
     built_at: float
     slotctl_version: str
     verdict: str = "unproven"  # good: passed its probes once; bad: failed them, never chosen again
@@ -31,7 +32,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def with_verdict(self, verdict: str, reason: str, at: float) -> "Manifest":
+    def with_verdict(self, verdict: str, reason: str, at: float) -> Manifest:
         assert verdict in VERDICTS
         return replace(self, verdict=verdict, verdict_reason=reason, verdict_at=at)
 

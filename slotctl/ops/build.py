@@ -15,21 +15,22 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 from .. import __version__
 from ..adapters import fs
 from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
-from ..core import lockfile
+from ..core import lockfile, parity
 from ..core.layout import other
 from ..core.manifest import Manifest
 from ..errors import BuildError, InputError
 from ..inventory import SHA_RE
 from .host import HostContext
+from .verify import read_config_files
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,16 @@ class Plan:
     pins: dict[str, lockfile.Pin] = field(repr=False)
     rendered: dict[str, str] = field(repr=False)
     source: gitsrc.Source = field(repr=False, compare=False)  # opened (and fetched) once per deploy
+    dependencies: parity.DepDiff = parity.DepDiff()  # active slot's installed -> candidate's lockfile
+    config: list[parity.Finding] = field(default_factory=list)  # active slot's config -> candidate's
+    units: dict[str, str] = field(default_factory=dict)  # unit -> added | changed | removed
 
     def to_dict(self) -> dict:
         return {"host": self.host, "commit": self.commit, "slot": self.slot, "active_slot": self.active,
-                "active_commit": self.active_commit, "units": sorted(self.rendered),
-                "pins": {n: p.version for n, p in sorted(self.pins.items())}}
+                "active_commit": self.active_commit,
+                "pins": {n: p.version for n, p in sorted(self.pins.items())},
+                "dependency_diff": self.dependencies.to_dict(),
+                "config_diff": [f.to_dict() for f in self.config], "unit_diff": self.units}
 
 
 def plan(ctx: HostContext, commit: str | None = None) -> Plan:
@@ -105,8 +111,34 @@ def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     target = other(active) if active else "blue"
     _refuse_if_running_from(ctx, target)
     active_manifest = ctx.manifest(active)[0] if active else None
-    return Plan(host.name, sha, target, active, active_manifest.commit if active_manifest else None,
-                lock_bytes, pins, rendered, source)
+    p = Plan(host.name, sha, target, active, active_manifest.commit if active_manifest else None,
+             lock_bytes, pins, rendered, source)
+    if active is None:
+        return p
+    cand_config = {}
+    for f in host.config.files:
+        try:
+            cand_config[f] = source.read(commit_obj, f)
+        except InputError:
+            cand_config[f] = None
+    active_dir = ctx.layout.slot(active)
+    return replace(
+        p,
+        dependencies=parity.dep_diff(active_manifest.distributions if active_manifest else {},
+                                     {n: pin.version for n, pin in pins.items()}),
+        config=parity.config(list(host.config.files), read_config_files(active_dir / "src", host.config.files),
+                             cand_config, host.config.allow_differ,
+                             active_name=f"active slot {active}", candidate_name=f"commit {sha[:12]}"),
+        units=_unit_diff(active_dir / "units", rendered),
+    )
+
+
+def _unit_diff(active_units: Path, rendered: dict[str, str]) -> dict[str, str]:
+    before = {p.name: p.read_text() for p in active_units.glob("*.service")} if active_units.is_dir() else {}
+    diff = {u: "added" for u in rendered.keys() - before.keys()}
+    diff |= {u: "removed" for u in before.keys() - rendered.keys()}
+    diff |= {u: "changed" for u in rendered.keys() & before.keys() if rendered[u] != before[u]}
+    return dict(sorted(diff.items()))
 
 
 def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = None) -> BuildResult:
@@ -130,6 +162,7 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
         _compile_src(slot_dir)
         ctx.say(f"  venv: {len(installed)} distributions in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
+        config = read_config_files(slot_dir / "src", host.config.files)
         manifest = Manifest(
             slot=p.slot,
             commit=p.commit,
@@ -139,6 +172,7 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
             python_version=venvmod.python_version(slot_dir / "venv"),
             distributions=installed,
             units=digests,
+            config={name: hashlib.sha256(data).hexdigest() for name, data in config.items() if data is not None},
             built_at=time.time(),
             slotctl_version=__version__,
         )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..adapters import fs
+from ..adapters import fs, journal
 from ..core.layout import other
-from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK, InputError
+from ..core.parity import Finding
+from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, InputError
 from .build import Plan, build
 from .host import HostContext
 from .switch import ProbeResult, install_units, probe, switch_to
+from .verify import verify
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Outcome:
     commit: str | None = None
     active_slot: str | None = None
     probes: list[ProbeResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -40,12 +43,25 @@ def _activate(ctx: HostContext, slot: str) -> ProbeResult:
     return probe(ctx, slot)
 
 
-def deploy(ctx: HostContext, planned: Plan) -> Outcome:
+def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False) -> Outcome:
     t0 = time.monotonic()
     previous = planned.active
     built = build(ctx, planned=planned)
     new = built.slot
-    out = Outcome(ctx.host.name, "deploy", OK, "", previous, new, built.manifest.commit)
+    out = Outcome(ctx.host.name, "deploy", OK, "", previous, new, built.manifest.commit, active_slot=previous)
+    report = verify(ctx, new)
+    out.findings = report.findings
+    if report.drift:
+        lines = "; ".join(x.line() for x in report.drift)
+        if not allow_drift:
+            out.exit_code, out.seconds = BAD_INPUT, time.monotonic() - t0
+            out.summary = (f"slot {new} built, NOT switched: {len(report.drift)} unexpected difference(s): {lines} "
+                           "(fix them, allow config keys in config.allow_differ, or pass --allow-drift)")
+            ctx.say(out.summary)
+            return out
+        journal.append(ctx.layout.journal, "allow-drift", slot=new, commit=built.manifest.commit,
+                       findings=[x.to_dict() for x in report.drift])
+        ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
     result = _activate(ctx, new)
     out.probes.append(result)
     if result.ok:

@@ -9,6 +9,7 @@ from typing import Any
 from ..core.layout import SLOTS
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
 from .host import HostContext
+from .verify import verify
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Status:
     heartbeat_age: float | None
     heartbeat: dict[str, Any] | None
     problems: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)  # parity of the active slot
 
     @property
     def exit_code(self) -> int:
@@ -43,7 +45,8 @@ def status(ctx: HostContext) -> Status:
     for slot in SLOTS:
         m, why = ctx.manifest(slot)
         if m is None:
-            slots[slot] = {"complete": False, "problem": why}
+            empty = not ctx.layout.slot(slot).exists()
+            slots[slot] = {"complete": False, "empty": empty, "problem": "empty" if empty else why}
         else:
             slots[slot] = {"complete": True, "commit": m.commit, "verdict": m.verdict,
                            "verdict_reason": m.verdict_reason, "built_at": m.built_at}
@@ -51,6 +54,15 @@ def status(ctx: HostContext) -> Status:
         problems.append(f"active slot {active} is incomplete: {slots[active]['problem']}")
     if active is not None and slots[active].get("verdict") == "bad":
         problems.append(f"active slot {active} is marked bad: {slots[active]['verdict_reason']}")
+    findings: list[dict[str, Any]] = []
+    if active is not None and slots[active]["complete"]:
+        try:
+            report = verify(ctx, active)
+        except SlotctlError as e:
+            problems.append(f"parity of slot {active}: {e.message}")
+        else:
+            findings = [f.to_dict() for f in report.findings]
+            problems += [f"drift: {f.line()}" for f in report.drift]
 
     unit: dict[str, Any] = {"name": host.service}
     process_slot = None
@@ -86,5 +98,5 @@ def status(ctx: HostContext) -> Status:
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
         heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
-        problems=problems,
+        problems=problems, findings=findings,
     )
