@@ -29,6 +29,8 @@ app.add_typer(sandbox_app, name="sandbox")
 InventoryOpt = Annotated[Path | None, typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
 HostOpt = Annotated[list[str] | None, typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
 AllOpt = Annotated[bool | None, typer.Option("--all", help="Every host in the inventory.")]
+QuiesceOpt = Annotated[float | None, typer.Option(
+    "--quiesce-timeout", metavar="SECONDS", min=0.1, help="Override quiesce.timeout: how long to wait for the bot to be flat or recorded.")]
 JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
@@ -176,6 +178,7 @@ def deploy(
         "--dry-run", help="Show the plan (dependency, config and unit diffs) and stop; nothing is written.")] = False,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Switch even when parity finds unexpected differences (journaled).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
+    quiesce_timeout: QuiesceOpt = None,
     inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None,
 ) -> int:
     """Build the inactive slot, switch to it, probe it; roll back automatically if it fails.
@@ -203,7 +206,7 @@ def deploy(
         targets = ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items())
         if not typer.confirm(f"deploy {targets}?", err=True):
             raise InputError("deploy: not confirmed, nothing changed")
-    outcomes = [do_deploy(c, plans[c.host.name], allow_drift) for c in contexts]
+    outcomes = [do_deploy(c, plans[c.host.name], allow_drift, quiesce_timeout) for c in contexts]
     code = worst([o.exit_code for o in outcomes])
     if opts.json:
         print(envelope("deploy", code, {o.host: o for o in outcomes}))
@@ -239,8 +242,8 @@ def verify(ctx: typer.Context,
 
 @app.command()
 @command("rollback")
-def rollback(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
-             json_: JsonOpt = None) -> int:
+def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, inventory: InventoryOpt = None,
+             host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
 
     Example: slotctl rollback --host local
@@ -249,7 +252,7 @@ def rollback(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt =
     from .render import envelope, outcome_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
-    outcomes = [do_rollback(c) for c in _contexts(opts)]
+    outcomes = [do_rollback(c, quiesce_timeout) for c in _contexts(opts)]
     code = worst([o.exit_code for o in outcomes])
     if opts.json:
         print(envelope("rollback", code, {o.host: o for o in outcomes}))

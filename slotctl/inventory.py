@@ -73,7 +73,13 @@ class QuiesceConfig:
     policy: Literal["flat", "recorded"] = "recorded"
     positions_file: str = field(default="shared/data/positions_futures.json", metadata=_check(_relative))
     drain_file: str = field(default="shared/control/drain", metadata=_check(_relative))
+    # Bots that take the drain request another way: a command (argv, no shell) or an HTTP POST.
+    drain_command: tuple[str, ...] = ()
+    undrain_command: tuple[str, ...] = ()
+    drain_url: str | None = None
+    undrain_url: str | None = None
     timeout: float = field(default=300, metadata=_check(_positive))
+    lock_wait: float = field(default=2, metadata=_check(_positive))  # per read of the positions file
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class HealthConfig:
 @dataclass(frozen=True)
 class BackupsConfig:
     keep: int = field(default=10, metadata=_check(_positive))
+    # State files besides the positions file, as globs relative to the root; a sqlite file brings its -wal and -shm.
+    files: tuple[str, ...] = ("shared/data/*.sqlite", "shared/data/*.sqlite3", "shared/data/*.db")
 
 
 _REQUIRED = dataclasses.MISSING

@@ -50,6 +50,15 @@ def status_text(s: Status) -> str:
         n = hb["open_positions"]
         lines.append(f"  heartbeat {s.heartbeat_age:.1f}s old (pid {hb['pid']}, phase {hb['phase']}, "
                      f"{n} open position{'' if n == 1 else 's'})")
+    if s.positions is not None:
+        p = s.positions
+        lines.append(f"  positions {p['state']}: {len(p['open'])} open ({', '.join(p['open']) or '-'})"
+                     + (f" {p['detail']}" if p["detail"] and p["state"] != "ok" else ""))
+    if s.snapshot is not None:
+        snap = s.snapshot
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap["ts"]))
+        lines.append(f"  snapshot  {snap['id']} at {when}, {'good' if snap.get('good') else 'NOT good: ' + snap.get('reason', '')}, "
+                     f"{len(snap.get('open_positions', []))} open position(s)")
     for f in s.findings:
         if f["severity"] != "drift":
             lines.append(f"  note      {f['kind']} {f['subject']}: {f['detail']} ({f['severity']})")

@@ -22,6 +22,14 @@ RELEASES = [
     refbot.Release("silent", fault="no_heartbeat"),
     refbot.Release("eth", config={"symbol": "ETH-PERP"}),  # a config key that may not differ
     refbot.Release("corrupt", config_text='{"release": "corrupt", "symbol": '),
+    # For the quiesce gate: a bot that never trades, one mid-trade for 3 s from its start, one holding a
+    # position for 3 s, one that ignores the drain and is mid-trade forever, and two that damage their state.
+    refbot.Release("calm", config={"open_every": 100000}),
+    refbot.Release("midtrade", config={"open_every": 100000, "start_with_trade": True, "trade_seconds": 3, "hold_seconds": 100000}),
+    refbot.Release("holdshort", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 3}),
+    refbot.Release("stubborn", fault="ignore_drain", config={"start_with_trade": True, "trade_seconds": 100000}),
+    refbot.Release("wiper", fault="empty_positions", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 100000}),
+    refbot.Release("tearer", fault="torn_positions", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 100000}),
 ]
 
 
@@ -64,7 +72,12 @@ class Host:
         return subprocess.run([sys.executable, "-m", "slotctl", "-i", str(self.inventory_path), *args],
                               capture_output=True, text=True, env=env, input=input, timeout=120)
 
-    def reload(self) -> None:
+    def reconfigure(self, **sections: dict) -> None:
+        """Change inventory sections (e.g. quiesce={"policy": "flat"}) for this host and reload it."""
+        doc = yaml.safe_load(self.inventory_path.read_text())
+        for name, values in sections.items():
+            doc["defaults"].setdefault(name, {}).update(values)
+        write_inventory(self.inventory_path, doc)
         self.ctx.host = inventory.load(self.inventory_path).hosts["local"]
 
 

@@ -128,6 +128,7 @@ def test_a_changed_version_in_the_live_venv_is_drift(host):
     uv_pip(host, "install", "--no-index", "--find-links", str(host.bot_repo.wheels), "tradekit==1.1.0")
     code, lines = drift_lines(host)
     assert code == 3 and "dependency tradekit: installed 1.1.0, the lockfile says 1.0.0" in lines
+    assert active(host) == "slots/blue"
 
 
 def test_a_package_removed_from_the_live_venv_is_drift(host):
@@ -135,6 +136,7 @@ def test_a_package_removed_from_the_live_venv_is_drift(host):
     uv_pip(host, "uninstall", "tradekit")
     code, lines = drift_lines(host)
     assert code == 3 and "dependency tradekit: tradekit==1.0.0 is in the lockfile but not installed" in lines
+    assert active(host) == "slots/blue"
 
 
 def test_a_hand_edited_unit_is_drift_in_the_slot_and_in_systemd(host):
@@ -145,6 +147,7 @@ def test_a_hand_edited_unit_is_drift_in_the_slot_and_in_systemd(host):
     assert code == 3
     assert "unit trading-bot.service: hand-edited in the slot" in lines
     assert "unit trading-bot.service: systemd runs an older version of the file: daemon-reload pending" in lines
+    assert active(host) == "slots/blue"
 
 
 def test_a_unit_installed_as_a_copy_is_drift(host):

@@ -2,9 +2,13 @@
 
 It trades nothing real. It opens and closes simulated positions, writes its
 positions file atomically under an exclusive flock, writes a heartbeat JSON,
-logs where the dashboard reads, honours the drain flag, and stops cleanly on
-SIGTERM. live_config.json can make a release misbehave on purpose:
-  "fault": "crash_at_start" | "no_heartbeat" | null
+logs where the dashboard reads, honours the drain flag (no new trades; says
+"idle" once no trade is in flight), and stops cleanly on SIGTERM.
+
+live_config.json sets its pace and can make a release misbehave on purpose:
+  open_every      ticks between new trades          hold_seconds   how long a position stays open
+  trade_seconds   how long a trade is in flight     start_with_trade  begin a trade at once
+  fault: crash_at_start | no_heartbeat | ignore_drain | empty_positions | torn_positions | null
 """
 
 from __future__ import annotations
@@ -87,27 +91,47 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     tick = 0
+    trade_started: float | None = None  # a trade in flight: on the exchange, not yet in the positions file
+    traded = False  # start_with_trade: the first trade as soon as the bot may trade (not while drained)
+    damaged = False
+    trade_seconds = float(CONFIG.get("trade_seconds", 0))
+    hold = float(CONFIG.get("hold_seconds", 2))
     while not stopping:
         tick += 1
-        draining = DRAIN.exists()
-        phase = "idle"
-        if not draining and tick % int(CONFIG.get("open_every", 6)) == 0:
-            phase = "trading"
+        now = time.time()
+        may_open = not DRAIN.exists() or fault == "ignore_drain"
+        wants = tick % int(CONFIG.get("open_every", 6)) == 0 or (CONFIG.get("start_with_trade") and not traded)
+        if trade_started is None and may_open and wants:
+            trade_started, traded = now, True
+            log("trade started")
+        if trade_started is not None and now - trade_started >= trade_seconds:
             pos = {"id": f"p{state['next_id']}", "symbol": CONFIG.get("symbol", "BTC-PERP"),
-                   "qty": tradekit.round_qty(0.0123), "opened_at": time.time()}
+                   "qty": tradekit.round_qty(0.0123), "opened_at": now}
             state["next_id"] += 1
             state["open_positions"].append(pos)
             save_positions(state)
+            trade_started = None
             log(f"opened {pos['id']}")
-        hold = float(CONFIG.get("hold_seconds", 2))
-        for pos in [p for p in state["open_positions"] if time.time() - p["opened_at"] > hold]:
-            phase = "trading"
+        for pos in [p for p in state["open_positions"] if now - p["opened_at"] > hold]:
             state["open_positions"].remove(pos)
             state["closed"] += 1
             save_positions(state)
             log(f"closed {pos['id']}")
+        # The state faults strike once, when there is a position to lose.
+        if fault == "empty_positions" and state["open_positions"] and not damaged:
+            with open(str(POSITIONS) + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                write_atomic(POSITIONS, {})
+            damaged = True
+            log("fault injected: positions file emptied")
+        if fault == "torn_positions" and state["open_positions"] and not damaged:
+            text = json.dumps(state)
+            POSITIONS.write_text(text[: len(text) // 2])  # not atomic, not locked: a torn write
+            damaged = True
+            log("fault injected: positions file torn")
         if fault != "no_heartbeat":
-            write_atomic(HEARTBEAT, {"ts": time.time(), "pid": os.getpid(), "phase": phase,
+            write_atomic(HEARTBEAT, {"ts": time.time(), "pid": os.getpid(),
+                                     "phase": "trading" if trade_started is not None else "idle",
                                      "open_positions": len(state["open_positions"]),
                                      "release": CONFIG.get("release")})
         time.sleep(TICK)

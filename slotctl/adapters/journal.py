@@ -5,12 +5,18 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+
+
+def new_deploy_id() -> str:
+    """Sortable by time, unique without coordination."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def who() -> str:

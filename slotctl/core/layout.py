@@ -38,6 +38,10 @@ class Layout:
         return self.root / ".slotctl"
 
     @property
+    def backups(self) -> Path:
+        return self.state_dir / "backups"
+
+    @property
     def journal(self) -> Path:
         return self.state_dir / "journal.jsonl"
 

@@ -1,4 +1,4 @@
-"""deploy and rollback: build, switch, probe; on a failed probe, back to the previous slot."""
+"""deploy and rollback: build, verify, quiesce, switch, probe; on a failed probe, back to the previous slot."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import time
 from dataclasses import dataclass, field
 
 from ..adapters import fs, journal
+from ..adapters.drain import Drain
 from ..core.layout import other
 from ..core.parity import Finding
-from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, InputError
+from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError
 from .build import Plan, build
 from .host import HostContext
+from .quiesce import GateResult, quiesce
 from .switch import ProbeResult, install_units, probe, switch_to
 from .verify import verify
 
@@ -25,8 +27,11 @@ class Outcome:
     to_slot: str | None = None
     commit: str | None = None
     active_slot: str | None = None
+    deploy_id: str = ""
     probes: list[ProbeResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    quiesce: list[dict] = field(default_factory=list)  # the gate's records: what was awaited, when
+    drained: bool = False  # still drained at the end: only when no healthy bot runs
     seconds: float = 0.0
 
 
@@ -43,12 +48,60 @@ def _activate(ctx: HostContext, slot: str) -> ProbeResult:
     return probe(ctx, slot)
 
 
-def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False) -> Outcome:
+def _gate(ctx: HostContext, out: Outcome, commit_before: str | None, timeout: float | None) -> Drain | None:
+    """Quiesce; None (and out says why) when the gate did not open and nothing may be switched."""
+    result: GateResult
+    result, drain = quiesce(ctx, out.deploy_id, commit_before, timeout)
+    out.quiesce = result.records
+    if result.opened:
+        return drain
+    out.exit_code = QUIESCE_TIMEOUT
+    out.summary = (f"quiesce timed out after {result.waited:.0f}s: nothing switched, drain lifted, "
+                   f"the bot keeps trading on slot {out.from_slot}. Still open: {result.reason}")
+    return None
+
+
+def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, drain: Drain, what: str) -> None:
+    """Activate `new`; on a failed probe mark it bad and go back to `fallback`. Undrain only under a healthy bot."""
+    result = _activate(ctx, new)
+    out.probes.append(result)
+    if result.ok:
+        _mark(ctx, new, "good", f"passed probes for {result.seconds:.1f}s")
+        drain.lift()
+        out.active_slot = new
+        out.summary = f"{what}: slot {new} healthy for {result.seconds:.1f}s"
+        return
+    reason = "; ".join(result.problems)
+    ctx.say(f"  slot {new} failed its probes: {reason}")
+    _mark(ctx, new, "bad", reason)
+    out.exit_code = DEPLOY_FAILED
+    if fallback is None:
+        switch_to(ctx, None)
+        drain.lift()  # no bot runs; the next one to start must not start drained
+        out.active_slot = None
+        out.summary = f"{what} failed ({reason}); there is no previous release: bot stopped, host back to no release"
+        return
+    ctx.say(f"  going back to slot {fallback}")
+    back = _activate(ctx, fallback)
+    out.probes.append(back)
+    out.active_slot = fallback
+    if back.ok:
+        drain.lift()
+        out.summary = f"{what} failed ({reason}); back on slot {fallback}, healthy"
+        return
+    out.exit_code = NEEDS_OPERATOR
+    out.drained = True
+    out.summary = (f"{what} failed ({reason}) AND slot {fallback} failed too ({'; '.join(back.problems)}): "
+                   f"the host needs an operator now. The bot stays drained ({drain.flag}); nothing was deleted")
+
+
+def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False, quiesce_timeout: float | None = None) -> Outcome:
     t0 = time.monotonic()
     previous = planned.active
     built = build(ctx, planned=planned)
-    new = built.slot
-    out = Outcome(ctx.host.name, "deploy", OK, "", previous, new, built.manifest.commit, active_slot=previous)
+    new, commit = built.slot, built.manifest.commit
+    out = Outcome(ctx.host.name, "deploy", OK, "", previous, new, commit, active_slot=previous,
+                  deploy_id=journal.new_deploy_id())
     report = verify(ctx, new)
     out.findings = report.findings
     if report.drift:
@@ -59,41 +112,18 @@ def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False) -> Outcom
                            "(fix them, allow config keys in config.allow_differ, or pass --allow-drift)")
             ctx.say(out.summary)
             return out
-        journal.append(ctx.layout.journal, "allow-drift", slot=new, commit=built.manifest.commit,
+        journal.append(ctx.layout.journal, "allow-drift", deploy=out.deploy_id, slot=new, commit=commit,
                        findings=[x.to_dict() for x in report.drift])
         ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
-    result = _activate(ctx, new)
-    out.probes.append(result)
-    if result.ok:
-        _mark(ctx, new, "good", f"passed probes for {result.seconds:.1f}s")
-        out.active_slot, out.seconds = new, time.monotonic() - t0
-        out.summary = f"deployed {built.manifest.commit[:12]} to slot {new}: healthy for {result.seconds:.1f}s"
-        ctx.say(out.summary)
-        return out
-    reason = "; ".join(result.problems)
-    ctx.say(f"  slot {new} failed its probes: {reason}")
-    _mark(ctx, new, "bad", reason)
-    out.exit_code = DEPLOY_FAILED
-    if previous is None:
-        switch_to(ctx, None)
-        out.summary = f"first deploy of {built.manifest.commit[:12]} failed ({reason}); no previous release, bot stopped"
-    else:
-        ctx.say(f"  rolling back to slot {previous}")
-        back = _activate(ctx, previous)
-        out.probes.append(back)
-        out.active_slot = previous
-        if back.ok:
-            out.summary = f"deploy of {built.manifest.commit[:12]} failed ({reason}); rolled back to slot {previous}, healthy"
-        else:
-            out.exit_code = NEEDS_OPERATOR
-            out.summary = (f"deploy of {built.manifest.commit[:12]} failed ({reason}) AND the rollback to slot "
-                           f"{previous} failed ({'; '.join(back.problems)}): the host needs an operator now")
+    drain = _gate(ctx, out, planned.active_commit, quiesce_timeout)
+    if drain is not None:
+        _switch(ctx, out, new, previous, drain, f"deploy of {commit[:12]}")
     out.seconds = time.monotonic() - t0
     ctx.say(out.summary)
     return out
 
 
-def rollback(ctx: HostContext) -> Outcome:
+def rollback(ctx: HostContext, quiesce_timeout: float | None = None) -> Outcome:
     t0 = time.monotonic()
     active = ctx.active_slot()
     if active is None:
@@ -106,26 +136,12 @@ def rollback(ctx: HostContext) -> Outcome:
         detail = f" ({m.verdict_reason})" if m.verdict_reason else ""
         raise InputError(f"slot {target}: cannot roll back to it: it is marked {m.verdict}{detail}")
     ctx.say(f"rolling back from slot {active} to slot {target} ({m.commit[:12]})")
-    out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit)
-    result = _activate(ctx, target)
-    out.probes.append(result)
-    if result.ok:
-        out.active_slot = target
-        out.summary = f"rolled back to slot {target} ({m.commit[:12]}): healthy for {result.seconds:.1f}s"
-    else:
-        reason = "; ".join(result.problems)
-        ctx.say(f"  slot {target} failed its probes ({reason}); returning to slot {active}")
-        _mark(ctx, target, "bad", reason)
-        back = _activate(ctx, active)
-        out.probes.append(back)
-        out.active_slot = active
-        if back.ok:
-            out.exit_code = DEPLOY_FAILED
-            out.summary = f"rollback to slot {target} failed ({reason}); back on slot {active}, healthy"
-        else:
-            out.exit_code = NEEDS_OPERATOR
-            out.summary = (f"rollback to slot {target} failed ({reason}) and slot {active} failed too "
-                           f"({'; '.join(back.problems)}): the host needs an operator now")
+    out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active,
+                  deploy_id=journal.new_deploy_id())
+    current, _ = ctx.manifest(active)
+    drain = _gate(ctx, out, current.commit if current else None, quiesce_timeout)
+    if drain is not None:
+        _switch(ctx, out, target, active, drain, f"rollback to {m.commit[:12]}")
     out.seconds = time.monotonic() - t0
     ctx.say(out.summary)
     return out

@@ -6,6 +6,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters import backups
+from ..adapters.drain import Drain
+from ..adapters.state import read_positions
 from ..core.layout import SLOTS
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
 from .host import HostContext
@@ -24,6 +27,9 @@ class Status:
     heartbeat: dict[str, Any] | None
     problems: list[str] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)  # parity of the active slot
+    drained: dict[str, Any] | None = None  # the drain flag's record while the bot is asked to open nothing
+    snapshot: dict[str, Any] | None = None  # the newest snapshot of the bot's state
+    positions: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -94,9 +100,24 @@ def status(ctx: HostContext) -> Status:
             problems.append(f"heartbeat is {age:.1f}s old, max_age is {host.health.max_age:g}s")
         if st is not None and hb.pid is not None and st.main_pid and hb.pid != st.main_pid:
             problems.append(f"heartbeat written by pid {hb.pid}, but {host.service}'s main pid is {st.main_pid}")
+    drained = Drain(host).active()
+    if drained is not None:
+        problems.append(f"the bot is drained (opens no new positions) since {_ago(drained.get('since'))}, "
+                        f"by {drained.get('by')} for deploy {drained.get('deploy')}; remove {host.path(host.quiesce.drain_file)} "
+                        "or finish that deploy (`slotctl recover`) to let it trade")
+    snaps = backups.list_all(ctx.layout.backups)
+    snapshot = snaps[0] if snaps else None
+    pos = read_positions(host.path(host.quiesce.positions_file), host.quiesce.lock_wait)
+    positions = {"state": pos.state, "open": list(pos.ids), "detail": pos.detail}
     return Status(
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
         heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
-        problems=problems, findings=findings,
+        problems=problems, findings=findings, drained=drained, snapshot=snapshot, positions=positions,
     )
+
+
+def _ago(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return "an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f" ({time.time() - ts:.0f}s ago)"

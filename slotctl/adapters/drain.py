@@ -1,0 +1,68 @@
+"""Asking the bot to drain (open no new positions) and lifting it: a flag file, a command or an HTTP call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ..errors import SlotctlError
+from ..inventory import HostConfig
+from . import fs
+from .journal import who
+
+
+class DrainError(SlotctlError):
+    """The bot could not be asked to drain, or to resume."""
+
+
+class Drain:
+    def __init__(self, host: HostConfig) -> None:
+        self.q = host.quiesce
+        self.flag: Path = host.path(host.quiesce.drain_file)
+
+    def active(self) -> dict | None:
+        """The flag's record when the bot is drained, else None."""
+        try:
+            raw = self.flag.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"since": self.flag.stat().st_mtime, "by": "?", "deploy": "?"}
+
+    def request(self, deploy_id: str) -> float:
+        since = time.time()
+        self.flag.parent.mkdir(parents=True, exist_ok=True)
+        fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id})
+        self._call(self.q.drain_command, self.q.drain_url, "drain")
+        return since
+
+    def lift(self) -> None:
+        self._call(self.q.undrain_command, self.q.undrain_url, "undrain")
+        fs.remove_file(self.flag)
+
+    @staticmethod
+    def _call(command: tuple[str, ...], url: str | None, what: str) -> None:
+        if command:
+            try:
+                proc = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise DrainError(f"quiesce.{what}_command {command[0]}: {e}") from None
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                raise DrainError(f"quiesce.{what}_command {command[0]} failed: {tail[0]}")
+        if url:
+            req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    if not 200 <= resp.status < 300:
+                        raise DrainError(f"quiesce.{what}_url {url}: HTTP {resp.status}")
+            except urllib.error.HTTPError as e:
+                raise DrainError(f"quiesce.{what}_url {url}: HTTP {e.code}") from None
+            except (urllib.error.URLError, OSError) as e:
+                raise DrainError(f"quiesce.{what}_url {url}: {getattr(e, 'reason', e)}") from None

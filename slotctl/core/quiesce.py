@@ -1,0 +1,113 @@
+"""The quiesce gate's decisions (DESIGN.md sections 2 and 5): pure functions of what was read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .health import Heartbeat
+
+# What reading the positions file gave. "locked" is never "empty": a lock we could not get
+# means the bot is writing, so we wait (the audit's RISK-003 returned {} here and lost positions).
+OK, MISSING, EMPTY, TORN, INVALID, LOCKED = "ok", "missing", "empty", "torn", "invalid", "locked"
+
+
+@dataclass(frozen=True)
+class Positions:
+    state: str
+    ids: tuple[str, ...] = ()
+    detail: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+
+def parse_positions(data: bytes) -> Positions:
+    """The bot's positions file: a JSON object whose open_positions list holds objects with an id."""
+    import json
+
+    if not data.strip():
+        return Positions(EMPTY, detail="zero bytes")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        return Positions(TORN, detail=f"not valid JSON ({e})")
+    if doc == {}:
+        return Positions(EMPTY, detail="{}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("open_positions"), list):
+        return Positions(INVALID, detail="expected a JSON object with an open_positions list")
+    ids = []
+    for i, p in enumerate(doc["open_positions"]):
+        if not isinstance(p, dict) or not isinstance(p.get("id"), (str, int)):
+            return Positions(INVALID, detail=f"open_positions[{i}] has no id")
+        ids.append(str(p["id"]))
+    return Positions(OK, tuple(ids))
+
+
+@dataclass(frozen=True)
+class GateObservation:
+    now: float
+    bot_running: bool
+    heartbeat: Heartbeat | None
+    positions: Positions
+    drain_since: float | None = None  # when slotctl asked the bot to drain
+
+
+def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
+    """A reason to stop the deploy now: state that may have silently emptied or been torn.
+
+    last_good_open: open positions in the newest good snapshot (None: no snapshot yet).
+    """
+    p, hb = obs.positions, obs.heartbeat
+    hb_open = hb.open_positions if hb is not None and obs.bot_running else None
+    if p.state == TORN:
+        return f"positions file is torn: {p.detail}"
+    if p.state == INVALID:
+        return f"positions file is not the bot's format: {p.detail}"
+    if p.state == MISSING and ((last_good_open is not None) or (hb_open or 0) > 0):
+        had = f"the last snapshot had {last_good_open} open" if last_good_open is not None else f"the bot reports {hb_open} open"
+        return f"positions file is missing, but {had}"
+    if p.state == EMPTY and ((last_good_open or 0) > 0 or (hb_open or 0) > 0):
+        had = f"the last snapshot had {last_good_open} open" if (last_good_open or 0) > 0 else f"the bot reports {hb_open} open"
+        return f"positions file is empty ({p.detail}), but {had}"
+    return None
+
+
+def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
+    """(open, what is still awaited). A bot that is not running has nothing in flight."""
+    p, hb = obs.positions, obs.heartbeat
+    if p.state == LOCKED:
+        return False, f"positions file is locked by the bot ({p.detail}); waiting, not reading it as empty"
+    if p.state not in (OK, EMPTY, MISSING):
+        return False, f"positions file is {p.state}"
+    if policy == "flat":
+        if p.count:
+            return False, f"{p.count} open position(s): {', '.join(p.ids)}"
+        if obs.bot_running and hb is not None and hb.phase == "trading":
+            return False, "flat on disk, but the bot says it is mid-trade"
+        return True, "flat"
+    if not obs.bot_running:
+        return True, f"bot not running; {p.count} open position(s) on disk"
+    if hb is None:
+        return False, "no heartbeat yet"
+    if obs.drain_since is not None and hb.ts < obs.drain_since:
+        return False, "no heartbeat since the drain was requested"
+    if hb.phase != "idle":
+        return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
+    if hb.open_positions is not None and hb.open_positions != p.count:
+        return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
+    return True, f"idle, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    ts: float
+    good: bool
+
+
+def rotation(snapshots: list[SnapshotInfo], keep: int) -> list[str]:
+    """Ids to delete: all but the `keep` newest, never the newest good one."""
+    newest_first = sorted(snapshots, key=lambda s: s.ts, reverse=True)
+    newest_good = next((s.id for s in newest_first if s.good), None)
+    return [s.id for s in newest_first[keep:] if s.id != newest_good]

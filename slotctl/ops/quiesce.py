@@ -1,0 +1,100 @@
+"""Never restart mid-trade: check the state, drain, wait for the gate, snapshot. Before every flip."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..adapters import backups
+from ..adapters.drain import Drain
+from ..adapters.state import read_positions
+from ..core.quiesce import GateObservation, Positions, gate, suspicious
+from ..errors import SlotctlError
+from .host import HostContext
+
+
+class SuspiciousState(SlotctlError):
+    """The bot's state may have silently emptied or been torn: an operator must look before anything restarts."""
+
+
+@dataclass
+class GateResult:
+    opened: bool
+    waited: float
+    reason: str
+    positions: Positions
+    records: list[dict] = field(default_factory=list)
+
+
+def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
+    st = ctx.systemd.state(ctx.host.service)
+    hb, _ = ctx.heartbeat()
+    return GateObservation(
+        now=time.time(),
+        bot_running=st.running,
+        heartbeat=hb,
+        positions=read_positions(ctx.host.path(ctx.host.quiesce.positions_file), ctx.host.quiesce.lock_wait),
+        drain_since=drain_since,
+    )
+
+
+def check_state(ctx: HostContext, obs: GateObservation, deploy_id: str) -> None:
+    """Stop on suspicious state; the evidence is kept as a snapshot marked not good."""
+    last = backups.newest_good(ctx.layout.backups)
+    why = suspicious(obs, len(last["open_positions"]) if last else None)
+    if why is None:
+        return
+    snap = backups.take(ctx.host, ctx.layout.backups, f"{deploy_id}-suspicious", good=False, reason=why,
+                        extra={"deploy": deploy_id, "open_positions": list(obs.positions.ids)})
+    raise SuspiciousState(f"{ctx.host.path(ctx.host.quiesce.positions_file)}: {why}; nothing was switched, "
+                          f"evidence kept in {snap}")
+
+
+def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | None = None) -> GateResult:
+    """Poll until the gate opens or the timeout passes, saying what is still open as it goes."""
+    q = ctx.host.quiesce
+    timeout = q.timeout if timeout is None else timeout
+    t0 = time.monotonic()
+    records: list[dict] = []
+    last_said, last_reason = 0.0, ""
+    while True:
+        obs = observe(ctx, drain_since)
+        check_state(ctx, obs, deploy_id)
+        opened, reason = gate(obs, q.policy)
+        elapsed = time.monotonic() - t0
+        if reason != last_reason or opened:
+            records.append({"t": round(elapsed, 2), "open": opened, "reason": reason})
+        if opened:
+            ctx.say(f"  quiesce: gate open after {elapsed:.1f}s ({q.policy}): {reason}")
+            return GateResult(True, elapsed, reason, obs.positions, records)
+        if elapsed >= timeout:
+            return GateResult(False, elapsed, reason, obs.positions, records)
+        if reason != last_reason or elapsed - last_said >= 5:
+            ctx.say(f"  quiesce: waiting ({q.policy}): {reason}; {timeout - elapsed:.0f}s left")
+            last_said, last_reason = elapsed, reason
+        time.sleep(0.2)
+
+
+def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None,
+            timeout: float | None = None) -> tuple[GateResult, Drain]:
+    """State check, drain, gate; on success a good snapshot, rotated. The caller lifts the drain."""
+    drain = Drain(ctx.host)
+    check_state(ctx, observe(ctx, None), deploy_id)
+    since = drain.request(deploy_id)
+    ctx.say(f"  quiesce: drain requested ({drain.flag}); policy {ctx.host.quiesce.policy}, "
+            f"timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
+    try:
+        result = wait(ctx, deploy_id, since, timeout)
+    except BaseException:
+        drain.lift()  # nothing was switched: the running bot goes back to trading
+        raise
+    if not result.opened:
+        drain.lift()
+        return result, drain
+    snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
+                        extra={"deploy": deploy_id, "commit_before": commit_before,
+                               "open_positions": list(result.positions.ids)})
+    removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
+    ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
+            + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
+    return result, drain
