@@ -87,7 +87,15 @@ class HealthConfig:
     heartbeat_file: str = field(default="shared/data/heartbeat.json", metadata=_check(_relative))
     max_age: float = field(default=30, metadata=_check(_positive))
     window: float = field(default=20, metadata=_check(_positive))
-    http: str | None = None
+    positions: bool = True  # the new bot's open positions are the ones open at the gate, by id
+    log_file: str | None = field(default="shared/logs/bot.log", metadata=_check(_relative))  # what the dashboard reads
+    http: str | None = None  # must answer 2xx during the window
+    http_expect: dict[str, Any] = field(default_factory=dict)  # dotted JSON key -> value the answer must hold
+    command: tuple[str, ...] = ()  # argv that must exit 0 during the window
+    # systemd's own supervision, rendered into the units: for bots that speak sd_notify.
+    notify: bool = False
+    watchdog: float | None = field(default=None, metadata=_check(_positive))
+    start_timeout: float = field(default=90, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)

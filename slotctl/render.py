@@ -75,7 +75,17 @@ def outcome_text(o: Outcome) -> str:
     lines += [f"  - {f.line()}" for f in o.findings if f.severity == "drift"]
     for p in o.probes:
         verdict = "healthy" if p.ok else "FAILED: " + "; ".join(p.problems)
-        lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s): {verdict}")
+        lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s after a {p.switch_seconds:.2f}s switch): {verdict}")
+        if not p.ok:
+            ev = p.evidence
+            lines.append(f"    unit {ev.get('active_state')}/{ev.get('sub_state')}, pid {ev.get('main_pid')}, "
+                         f"restarts {ev.get('n_restarts')}, runs from slot {ev.get('process_slot')}, "
+                         f"heartbeat age {ev.get('heartbeat_age')}")
+            if ev.get("missing_positions"):
+                lines.append(f"    missing positions: {', '.join(ev['missing_positions'])}")
+            lines += [f"    | {line}" for line in ev.get("journal", [])]
+    if o.restored:
+        lines.append(f"  state restored from the snapshot: {', '.join(o.restored)}")
     return "\n".join(lines)
 
 

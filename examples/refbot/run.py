@@ -8,7 +8,10 @@ logs where the dashboard reads, honours the drain flag (no new trades; says
 live_config.json sets its pace and can make a release misbehave on purpose:
   open_every      ticks between new trades          hold_seconds   how long a position stays open
   trade_seconds   how long a trade is in flight     start_with_trade  begin a trade at once
-  fault: crash_at_start | no_heartbeat | ignore_drain | empty_positions | torn_positions | null
+  fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
+         | empty_positions | torn_positions | lose_positions | log_elsewhere | null
+A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
+It speaks sd_notify when systemd asks (NOTIFY_SOCKET): READY=1 once its state is loaded, WATCHDOG=1 each tick.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -27,8 +31,21 @@ CONFIG = json.loads(Path("live_config.json").read_text())
 POSITIONS = Path(os.environ["BOT_POSITIONS_FILE"])
 HEARTBEAT = Path(os.environ["BOT_HEARTBEAT_FILE"])
 DRAIN = Path(os.environ["BOT_DRAIN_FILE"])
-LOG = Path(os.environ["BOT_LOG_DIR"]) / "bot.log"
+CONTROL = Path(os.environ["BOT_CONTROL_DIR"])
+FAULT = CONFIG.get("fault")
+# The dashboard reads BOT_LOG_DIR/bot.log; the log_elsewhere fault writes where nobody looks.
+LOG = Path(os.environ["BOT_DATA_DIR" if FAULT == "log_elsewhere" else "BOT_LOG_DIR"]) / "bot.log"
 TICK = float(CONFIG.get("tick", 0.5))
+
+
+def sd_notify(state: str) -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(state.encode(), addr)
 
 
 def log(msg: str) -> None:
@@ -75,14 +92,22 @@ def ids(state: dict) -> str:
 def main() -> int:
     for d in (POSITIONS.parent, HEARTBEAT.parent, LOG.parent):
         d.mkdir(parents=True, exist_ok=True)
-    fault = CONFIG.get("fault")
+    fault = FAULT
     log(f"starting pid={os.getpid()} cwd={os.getcwd()} tradekit={tradekit.__version__} fault={fault}")
-    if fault == "crash_at_start":
+    if fault == "crash_at_start" or (CONTROL / "crash-at-start").exists():
         log("fault injected: crashing at start")
         return 3
+    if fault == "hang_at_start":
+        log("fault injected: hanging at start")
+        time.sleep(100000)
     state = load_positions()
+    if fault == "lose_positions":
+        log(f"fault injected: forgetting open positions {ids(state)}")
+        state["open_positions"] = []
     save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
+    sd_notify("READY=1")
+    started = time.monotonic()
     stopping = False
 
     def on_term(signum, frame):
@@ -99,6 +124,10 @@ def main() -> int:
     while not stopping:
         tick += 1
         now = time.time()
+        sd_notify("WATCHDOG=1")
+        if fault == "die_after" and time.monotonic() - started > float(CONFIG.get("die_after_seconds", 3)):
+            log("fault injected: dying")
+            return 1
         may_open = not DRAIN.exists() or fault == "ignore_drain"
         wants = tick % int(CONFIG.get("open_every", 6)) == 0 or (CONFIG.get("start_with_trade") and not traded)
         if trade_started is None and may_open and wants:
@@ -135,6 +164,7 @@ def main() -> int:
                                      "open_positions": len(state["open_positions"]),
                                      "release": CONFIG.get("release")})
         time.sleep(TICK)
+    sd_notify("STOPPING=1")
     save_positions(state)
     log(f"stopped on SIGTERM, open positions saved {ids(state)}")
     return 0

@@ -85,3 +85,22 @@ def rotate(backups: Path, keep: int) -> list[str]:
 
 def newest_good(backups: Path) -> dict | None:
     return next((r for r in list_all(backups) if r.get("good")), None)
+
+
+def restore(host: HostConfig, snapshot: Path) -> list[str]:
+    """Put a snapshot's files back (only while no bot runs). A sqlite file's -wal/-shm not in it are removed:
+    a newer WAL replayed onto an older database would corrupt it."""
+    files = snapshot / "files"
+    restored = []
+    for src in sorted(p for p in files.rglob("*") if p.is_file()):
+        rel = src.relative_to(files)
+        dest = host.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fs.atomic_write_bytes(dest, src.read_bytes(), 0o644)
+        restored.append(str(rel))
+        for suffix in ("-wal", "-shm"):
+            sibling = Path(f"{dest}{suffix}")
+            if not (files / f"{rel}{suffix}").exists() and sibling.exists() and not str(rel).endswith(("-wal", "-shm")):
+                if any(str(rel).endswith(ext) for ext in (".sqlite", ".sqlite3", ".db")):
+                    fs.remove_file(sibling)
+    return restored

@@ -32,6 +32,10 @@ def sd_word(value: str) -> str:
     return sd_quote(value)
 
 
+def sd_seconds(value: float) -> str:
+    return f"{float(value):g}s"
+
+
 def sd_args(argv: list[str]) -> str:
     return " ".join(sd_word(a) for a in argv)
 
@@ -48,6 +52,9 @@ def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
         "src": str(current / "src"),
         "python": str(current / "venv" / "bin" / "python"),
         "service": host.service,
+        "notify": host.health.notify,
+        "watchdog": host.health.watchdog,
+        "start_timeout": host.health.start_timeout,
         "run_bot": shlex.split(host.run.bot),
         "run_dashboard": shlex.split(host.run.dashboard) if host.run.dashboard else None,
         "data_dir": data,
@@ -77,7 +84,7 @@ def render(host: HostConfig, commit: str) -> dict[str, str]:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(sd_quote=sd_quote, sd_word=sd_word, sd_args=sd_args)
+    env.filters.update(sd_quote=sd_quote, sd_word=sd_word, sd_args=sd_args, sd_seconds=sd_seconds)
     context = template_context(host, commit)
     out: dict[str, str] = {}
     for unit, template in host.units.items():

@@ -23,6 +23,9 @@ class Observation:
     process_slot: str | None  # slot the main process's cwd resolves into; None when unknown
     heartbeat: Heartbeat | None
     heartbeat_problem: str | None = None  # unreadable or malformed heartbeat file
+    positions: tuple[str, ...] | None = None  # open ids in the positions file; None: not checked this time
+    log_mtime: float | None = None  # the dashboard's log file's mtime; None: missing
+    external: tuple[str, ...] = ()  # what the HTTP and command probes found wrong
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Baseline:
     started_at: float  # unix seconds, from ExecMainStartTimestamp
     main_pid: int
     n_restarts: int
+    expected_positions: tuple[str, ...] | None = None  # open at the gate; None: not checked
+    log_file: str | None = None  # the log the dashboard reads; None: not checked
 
 
 def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -> list[str]:
@@ -59,4 +64,12 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
             found.append(f"heartbeat written by pid {hb.pid}, but the unit's main pid is {obs.main_pid}")
     elif obs.now - base.started_at > max_age or final:
         found.append(f"no heartbeat written since the restart {obs.now - base.started_at:.1f}s ago")
+    if fresh and base.expected_positions is not None and obs.positions is not None:
+        lost = [i for i in base.expected_positions if i not in obs.positions]
+        if lost:
+            found.append(f"positions lost since the switch: {', '.join(lost)} were open, the new bot's file lacks them")
+    if final and base.log_file is not None and (obs.log_mtime is None or obs.log_mtime < base.started_at):
+        state = "missing" if obs.log_mtime is None else "not written since the restart"
+        found.append(f"log file {base.log_file} {state}: the dashboard reads it (RISK-013)")
+    found += obs.external
     return found

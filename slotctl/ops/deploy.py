@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from ..adapters import fs, journal
-from ..adapters.drain import Drain
+from ..adapters import backups, fs, journal
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError
@@ -32,6 +32,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     quiesce: list[dict] = field(default_factory=list)  # the gate's records: what was awaited, when
     drained: bool = False  # still drained at the end: only when no healthy bot runs
+    restored: list[str] = field(default_factory=list)  # state files put back from the snapshot
     seconds: float = 0.0
 
 
@@ -41,29 +42,30 @@ def _mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:
         fs.atomic_write_json(ctx.layout.manifest(slot), m.with_verdict(verdict, reason, time.time()).to_dict())
 
 
-def _activate(ctx: HostContext, slot: str) -> ProbeResult:
+def _activate(ctx: HostContext, slot: str, positions: tuple[str, ...],
+              before_start: Callable[[], None] | None = None) -> ProbeResult:
     install_units(ctx, slot)
-    switch_to(ctx, slot)
-    ctx.say(f"  switched to slot {slot}; probing for {ctx.host.health.window:g}s")
-    return probe(ctx, slot)
+    took = switch_to(ctx, slot, before_start)
+    ctx.say(f"  switched to slot {slot} in {took:.2f}s; probing for {ctx.host.health.window:g}s")
+    return replace(probe(ctx, slot, positions), switch_seconds=took)
 
 
-def _gate(ctx: HostContext, out: Outcome, commit_before: str | None, timeout: float | None) -> Drain | None:
+def _gate(ctx: HostContext, out: Outcome, commit_before: str | None, timeout: float | None) -> GateResult | None:
     """Quiesce; None (and out says why) when the gate did not open and nothing may be switched."""
-    result: GateResult
-    result, drain = quiesce(ctx, out.deploy_id, commit_before, timeout)
+    result = quiesce(ctx, out.deploy_id, commit_before, timeout)
     out.quiesce = result.records
     if result.opened:
-        return drain
+        return result
     out.exit_code = QUIESCE_TIMEOUT
     out.summary = (f"quiesce timed out after {result.waited:.0f}s: nothing switched, drain lifted, "
                    f"the bot keeps trading on slot {out.from_slot}. Still open: {result.reason}")
     return None
 
 
-def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, drain: Drain, what: str) -> None:
+def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gated: GateResult, what: str) -> None:
     """Activate `new`; on a failed probe mark it bad and go back to `fallback`. Undrain only under a healthy bot."""
-    result = _activate(ctx, new)
+    drain, positions = gated.drain, gated.positions.ids
+    result = _activate(ctx, new, positions)
     out.probes.append(result)
     if result.ok:
         _mark(ctx, new, "good", f"passed probes for {result.seconds:.1f}s")
@@ -81,8 +83,16 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, drai
         out.active_slot = None
         out.summary = f"{what} failed ({reason}); there is no previous release: bot stopped, host back to no release"
         return
+    # A release that lost positions damaged the state: the old one must start from the snapshot, not from that.
+    snapshot = gated.snapshot if result.evidence.get("missing_positions") else None
+
+    def restore_state() -> None:
+        assert snapshot is not None
+        out.restored = backups.restore(ctx.host, snapshot)
+        ctx.say(f"  restored {', '.join(out.restored)} from snapshot {snapshot.name}")
+
     ctx.say(f"  going back to slot {fallback}")
-    back = _activate(ctx, fallback)
+    back = _activate(ctx, fallback, positions, restore_state if snapshot else None)
     out.probes.append(back)
     out.active_slot = fallback
     if back.ok:
@@ -92,7 +102,8 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, drai
     out.exit_code = NEEDS_OPERATOR
     out.drained = True
     out.summary = (f"{what} failed ({reason}) AND slot {fallback} failed too ({'; '.join(back.problems)}): "
-                   f"the host needs an operator now. The bot stays drained ({drain.flag}); nothing was deleted")
+                   f"the host needs an operator now. The bot stays drained ({drain.flag}); nothing was deleted; "
+                   f"the state before the switch is in {gated.snapshot}")
 
 
 def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False, quiesce_timeout: float | None = None) -> Outcome:
@@ -115,9 +126,9 @@ def deploy(ctx: HostContext, planned: Plan, allow_drift: bool = False, quiesce_t
         journal.append(ctx.layout.journal, "allow-drift", deploy=out.deploy_id, slot=new, commit=commit,
                        findings=[x.to_dict() for x in report.drift])
         ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
-    drain = _gate(ctx, out, planned.active_commit, quiesce_timeout)
-    if drain is not None:
-        _switch(ctx, out, new, previous, drain, f"deploy of {commit[:12]}")
+    gated = _gate(ctx, out, planned.active_commit, quiesce_timeout)
+    if gated is not None:
+        _switch(ctx, out, new, previous, gated, f"deploy of {commit[:12]}")
     out.seconds = time.monotonic() - t0
     ctx.say(out.summary)
     return out
@@ -139,9 +150,9 @@ def rollback(ctx: HostContext, quiesce_timeout: float | None = None) -> Outcome:
     out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active,
                   deploy_id=journal.new_deploy_id())
     current, _ = ctx.manifest(active)
-    drain = _gate(ctx, out, current.commit if current else None, quiesce_timeout)
-    if drain is not None:
-        _switch(ctx, out, target, active, drain, f"rollback to {m.commit[:12]}")
+    gated = _gate(ctx, out, current.commit if current else None, quiesce_timeout)
+    if gated is not None:
+        _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}")
     out.seconds = time.monotonic() - t0
     ctx.say(out.summary)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,17 @@ class HostContext:
             return None, f"slot.json: {e}"
 
     # -- the running bot -----------------------------------------------------------
+    def journal(self, unit: str, lines: int = 15) -> list[str]:
+        """The unit's last journal lines; a sandbox's journal is read through its root."""
+        os_root = self.proc_root.parent
+        where = [] if os_root == Path("/") else ["-D", str(os_root / "run" / "log" / "journal")]
+        try:
+            proc = subprocess.run(["journalctl", *where, "-u", unit, "-n", str(lines), "-o", "short-precise", "--no-pager"],
+                                  capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return [f"(journal not readable: {e})"]
+        return proc.stdout.splitlines() or [f"(journal empty{': ' + proc.stderr.strip() if proc.stderr.strip() else ''})"]
+
     def process_slot(self, pid: int) -> str | None:
         """The slot a process runs from, by its cwd; None when it is not in a slot or is gone."""
         try:

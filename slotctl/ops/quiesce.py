@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..adapters import backups
 from ..adapters.drain import Drain
@@ -24,6 +25,8 @@ class GateResult:
     reason: str
     positions: Positions
     records: list[dict] = field(default_factory=list)
+    drain: Drain | None = None  # requested; the caller lifts it once a healthy bot runs
+    snapshot: Path | None = None  # the good snapshot taken when the gate opened
 
 
 def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
@@ -75,8 +78,7 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
         time.sleep(0.2)
 
 
-def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None,
-            timeout: float | None = None) -> tuple[GateResult, Drain]:
+def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout: float | None = None) -> GateResult:
     """State check, drain, gate; on success a good snapshot, rotated. The caller lifts the drain."""
     drain = Drain(ctx.host)
     check_state(ctx, observe(ctx, None), deploy_id)
@@ -90,11 +92,12 @@ def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None,
         raise
     if not result.opened:
         drain.lift()
-        return result, drain
+        return result
     snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
                         extra={"deploy": deploy_id, "commit_before": commit_before,
                                "open_positions": list(result.positions.ids)})
     removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
     ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
             + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
-    return result, drain
+    result.drain, result.snapshot = drain, snap
+    return result

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from ..adapters import fs
+from ..adapters import fs, probes
 from ..adapters import units as unitsmod
+from ..adapters.state import read_positions
 from ..core.health import Baseline, Observation, problems
+from ..core.quiesce import OK
 from .host import HostContext
 
 
@@ -17,17 +20,20 @@ class ProbeResult:
     ok: bool
     problems: list[str]
     seconds: float
-    evidence: dict
+    evidence: dict = field(default_factory=dict)
+    switch_seconds: float = 0.0  # stop, flip, daemon-reload, start: the bot's downtime as slotctl sees it
 
 
-def switch_to(ctx: HostContext, slot: str | None) -> None:
-    """Stop the old bot, flip trading-bot-current, start the new one.
+def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], None] | None = None) -> float:
+    """Stop the old bot, flip trading-bot-current, start the new one; returns the seconds it took.
 
     Stop before the flip (not flip then restart): the old process never runs
     while trading-bot-current already names the new code, so a late import in
     it cannot load the new release. The downtime is the same either way.
     slot None takes the host back to 'no release' (a failed first deploy).
+    before_start runs while no bot runs (restoring state from a snapshot).
     """
+    t0 = time.monotonic()
     sd = ctx.systemd
     for unit in reversed(ctx.units):
         sd.stop(unit)
@@ -36,14 +42,18 @@ def switch_to(ctx: HostContext, slot: str | None) -> None:
     else:
         fs.atomic_symlink(ctx.layout.current, ctx.layout.link_target(slot))
     sd.daemon_reload()
+    if before_start is not None:
+        before_start()
     if slot is None:
-        return
+        return time.monotonic() - t0
     manifest, _ = ctx.manifest(slot)
     present = set(manifest.units) if manifest else {ctx.host.service}
+    start_timeout = ctx.host.health.start_timeout + 10
     for unit in ctx.units:
         if unit in present:
             sd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
-            sd.start(unit)
+            sd.start(unit, timeout=start_timeout)
+    return time.monotonic() - t0
 
 
 def install_units(ctx: HostContext, slot: str) -> None:
@@ -52,9 +62,26 @@ def install_units(ctx: HostContext, slot: str) -> None:
     unitsmod.install_links(ctx.host, list(m.units))
 
 
-def observe(ctx: HostContext) -> Observation:
+def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation:
+    h = ctx.host.health
     st = ctx.systemd.state(ctx.host.service)
     hb, hb_problem = ctx.heartbeat()
+    ids = None
+    if positions:
+        read = read_positions(ctx.host.path(ctx.host.quiesce.positions_file), ctx.host.quiesce.lock_wait)
+        ids = read.ids if read.state == OK else ()
+    log_mtime = None
+    if h.log_file:
+        try:
+            log_mtime = ctx.host.path(h.log_file).stat().st_mtime
+        except FileNotFoundError:
+            pass
+    found: list[str] = []
+    if external:
+        if h.http:
+            found.append(probes.http(h.http, h.http_expect) or "")
+        if h.command:
+            found.append(probes.command(h.command) or "")
     return Observation(
         now=time.time(),
         active_state=st.active_state,
@@ -64,29 +91,55 @@ def observe(ctx: HostContext) -> Observation:
         process_slot=ctx.process_slot(st.main_pid) if st.main_pid else None,
         heartbeat=hb,
         heartbeat_problem=hb_problem,
+        positions=ids,
+        log_mtime=log_mtime,
+        external=tuple(p for p in found if p),
     )
 
 
-def probe(ctx: HostContext, slot: str, window: float | None = None, interval: float = 0.1) -> ProbeResult:
-    """Every check must hold for the whole window; the first failure ends the probe."""
-    window = ctx.host.health.window if window is None else window
-    max_age = ctx.host.health.max_age
+def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | None,
+          window: float | None = None, interval: float = 0.1) -> ProbeResult:
+    """Every check must hold for the whole window; the first failure ends the probe.
+
+    Positions are compared once, when the new bot has loaded its state (its first
+    heartbeat since the start): later a drained bot may close positions on purpose.
+    """
+    h = ctx.host.health
+    window = h.window if window is None else window
     st = ctx.systemd.state(ctx.host.service)
-    base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts)
+    base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts,
+                    expected_positions=expected_positions if h.positions else None,
+                    log_file=str(ctx.host.path(h.log_file)) if h.log_file else None)
     t0 = time.monotonic()
     deadline = t0 + window
+    positions_pending = base.expected_positions is not None
+    last_external = -1.0
     while True:
-        final = time.monotonic() >= deadline
-        obs = observe(ctx)
-        found = problems(obs, base, max_age, final=final)
+        now = time.monotonic()
+        final = now >= deadline
+        external = final or now - last_external >= 1.0  # HTTP and command probes: once a second
+        if external:
+            last_external = now
+        obs = observe(ctx, positions=positions_pending, external=external)
+        found = problems(obs, base, h.max_age, final=final)
+        if positions_pending and obs.heartbeat is not None and obs.heartbeat.ts >= base.started_at and not found:
+            positions_pending = False  # verified against the state the new bot loaded
         if found or final:
-            evidence = {
-                "active_state": obs.active_state,
-                "sub_state": obs.sub_state,
-                "main_pid": obs.main_pid,
-                "n_restarts": obs.n_restarts,
-                "process_slot": obs.process_slot,
-                "heartbeat_age": None if obs.heartbeat is None else round(obs.now - obs.heartbeat.ts, 2),
-            }
-            return ProbeResult(slot, not found, found, time.monotonic() - t0, evidence)
+            return ProbeResult(slot, not found, found, time.monotonic() - t0, _evidence(ctx, obs, base, found))
         time.sleep(interval)
+
+
+def _evidence(ctx: HostContext, obs: Observation, base: Baseline, found: list[str]) -> dict:
+    ev: dict = {
+        "active_state": obs.active_state,
+        "sub_state": obs.sub_state,
+        "main_pid": obs.main_pid,
+        "n_restarts": obs.n_restarts,
+        "process_slot": obs.process_slot,
+        "heartbeat_age": None if obs.heartbeat is None else round(obs.now - obs.heartbeat.ts, 2),
+    }
+    if base.expected_positions is not None and obs.positions is not None:
+        ev["missing_positions"] = [i for i in base.expected_positions if i not in obs.positions]
+    if found:
+        ev["journal"] = ctx.journal(ctx.host.service, 15)
+    return ev
