@@ -75,7 +75,8 @@ def inventory(*, root: Path, repo: Path, wheelhouse: Path, unit_dir: Path, commi
             "python": os.environ.get("SLOTCTL_DEMO_PYTHON", "python3.11"),
             "unit_dir": str(unit_dir),
             "config": {"files": ["live_config.json"], "allow_differ": ["release", "fault"]},
-            "health": {"window": window, "max_age": max_age},
+            # The reference bot speaks sd_notify: systemd itself sees a hang at start or a stuck loop.
+            "health": {"window": window, "max_age": max_age, "notify": True, "watchdog": 5, "start_timeout": 10},
         },
         "hosts": {"local": {}},
     }

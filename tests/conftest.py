@@ -30,6 +30,11 @@ RELEASES = [
     refbot.Release("stubborn", fault="ignore_drain", config={"start_with_trade": True, "trade_seconds": 100000}),
     refbot.Release("wiper", fault="empty_positions", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 100000}),
     refbot.Release("tearer", fault="torn_positions", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 100000}),
+    # For the probes: releases that fail in the ways the audit's bot did.
+    refbot.Release("dies", fault="die_after", config={"die_after_seconds": 1.5}),
+    refbot.Release("loses", fault="lose_positions"),
+    refbot.Release("elsewhere", fault="log_elsewhere"),
+    refbot.Release("hangs", fault="hang_at_start"),
 ]
 
 
