@@ -31,6 +31,8 @@ HostOpt = Annotated[list[str] | None, typer.Option("--host", metavar="NAME", hel
 AllOpt = Annotated[bool | None, typer.Option("--all", help="Every host in the inventory.")]
 QuiesceOpt = Annotated[float | None, typer.Option(
     "--quiesce-timeout", metavar="SECONDS", min=0.1, help="Override quiesce.timeout: how long to wait for the bot to be flat or recorded.")]
+WaitLockOpt = Annotated[float, typer.Option(
+    "--wait-lock", metavar="SECONDS", min=0, help="Wait this long for another deploy's lock instead of exiting 4 at once.")]
 JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
@@ -151,16 +153,24 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 @app.command()
 @command("build")
 def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
-          inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+          wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Build the inactive slot from a commit, without switching to it.
 
     Example: slotctl build --commit 0123...cdef
     """
     from .ops.build import build as do_build
+    from .ops.build import plan
+    from .ops.session import exclusive
     from .render import envelope
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
-    results = {c.host.name: do_build(c, commit) for c in _contexts(opts)}
+    contexts = _contexts(opts)
+    for c in contexts:
+        plan(c, commit)  # bad input is refused before anything is written, the lock file included
+    results = {}
+    for c in contexts:
+        with exclusive(c, wait_lock):
+            results[c.host.name] = do_build(c, commit)
     if opts.json:
         print(envelope("build", OK, results))
     else:
@@ -179,6 +189,7 @@ def deploy(
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Switch even when parity finds unexpected differences (journaled).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
     quiesce_timeout: QuiesceOpt = None,
+    wait_lock: WaitLockOpt = 0,
     inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None,
 ) -> int:
     """Build the inactive slot, switch to it, probe it; roll back automatically if it fails.
@@ -189,6 +200,7 @@ def deploy(
     """
     from .ops.build import plan
     from .ops.deploy import deploy as do_deploy
+    from .ops.session import exclusive
     from .render import envelope, outcome_text, plan_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
@@ -206,7 +218,11 @@ def deploy(
         targets = ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items())
         if not typer.confirm(f"deploy {targets}?", err=True):
             raise InputError("deploy: not confirmed, nothing changed")
-    outcomes = [do_deploy(c, plans[c.host.name], allow_drift, quiesce_timeout) for c in contexts]
+    outcomes = []
+    for c in contexts:
+        with exclusive(c, wait_lock) as (deploy_id, _):
+            outcomes.append(do_deploy(c, commit, deploy_id=deploy_id, allow_drift=allow_drift,
+                                      quiesce_timeout=quiesce_timeout))
     code = worst([o.exit_code for o in outcomes])
     if opts.json:
         print(envelope("deploy", code, {o.host: o for o in outcomes}))
@@ -242,23 +258,83 @@ def verify(ctx: typer.Context,
 
 @app.command()
 @command("rollback")
-def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, inventory: InventoryOpt = None,
+def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None,
              host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
 
     Example: slotctl rollback --host local
     """
     from .ops.deploy import rollback as do_rollback
+    from .ops.session import exclusive
     from .render import envelope, outcome_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
-    outcomes = [do_rollback(c, quiesce_timeout) for c in _contexts(opts)]
+    outcomes = []
+    for c in _contexts(opts):
+        with exclusive(c, wait_lock) as (deploy_id, _):
+            outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout))
     code = worst([o.exit_code for o in outcomes])
     if opts.json:
         print(envelope("rollback", code, {o.host: o for o in outcomes}))
     else:
         print("\n".join(outcome_text(o) for o in outcomes))
     return code
+
+
+@app.command()
+@command("recover")
+def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None, host: HostOpt = None,
+            all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Finish or undo a deploy that slotctl did not live to finish (kill -9, lost SSH session, power loss).
+
+    Runs by itself before every deploy, rollback and build; this runs it alone and says what it did.
+    Exit 0 consistent (or nothing to do), 1 it had to roll back, 6 the host needs an operator.
+
+    Example: slotctl recover --json
+    """
+    from .ops.recover import recover as do_recover
+    from .ops.session import exclusive
+    from .render import envelope
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    results = []
+    for c in _contexts(opts):
+        with exclusive(c, wait_lock, auto_recover=False):
+            results.append(do_recover(c))
+    code = worst([r.exit_code for r in results])
+    if opts.json:
+        print(envelope("recover", code, {r.host: r for r in results}))
+    else:
+        for r in results:
+            print(f"{r.host}: {r.summary}")
+            print("\n".join(f"  - {a}" for a in r.actions))
+            if r.journal_note:
+                print(f"  note: {r.journal_note}")
+    return code
+
+
+@app.command()
+@command("history")
+def history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="Newest deploys to show.")] = 20,
+            inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """The journal as deploys, newest first: id, commit, who, when, steps, outcome.
+
+    Example: slotctl history --limit 5
+    """
+    from .adapters import journal
+    from .core.history import deploys
+    from .render import envelope, history_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    out = {}
+    for c in _contexts(opts):
+        records, note = journal.read(c.layout.journal)
+        out[c.host.name] = {"deploys": [d.to_dict() for d in reversed(deploys(records))][:limit], "journal_note": note}
+    if opts.json:
+        print(envelope("history", OK, out))
+    else:
+        print("\n".join(history_text(name, h["deploys"], h["journal_note"]) for name, h in out.items()))
+    return OK
 
 
 @app.command()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from . import inventory, refbot
 from .errors import DEPLOY_FAILED, OK, SlotctlError
-from .ops.build import plan
 from .ops.deploy import deploy, rollback
 from .ops.host import HostContext
+from .ops.session import exclusive
 from .ops.status import status
 from .render import status_text
 from .sandbox import Sandbox
@@ -63,12 +63,14 @@ def run(keep: bool = False) -> int:
 
         for n, (label, sha) in enumerate(zip(("v1", "v2"), shas[:2], strict=True), start=3):
             _step(n, f"Deploy {label}")
-            out = deploy(ctx, plan(ctx, sha))
+            with exclusive(ctx) as (deploy_id, _):
+                out = deploy(ctx, sha, deploy_id=deploy_id)
             expect(f"{label} deployed and healthy (exit {out.exit_code})", out.exit_code == OK)
             print(_indent(status_text(status(ctx))))
 
         _step(5, "Deploy v3, which crashes at start: slotctl must roll back on its own")
-        out = deploy(ctx, plan(ctx, shas[2]))
+        with exclusive(ctx) as (deploy_id, _):
+            out = deploy(ctx, shas[2], deploy_id=deploy_id)
         for p in out.probes:
             print(f"   probe of slot {p.slot}: {'healthy' if p.ok else 'FAILED: ' + '; '.join(p.problems)}")
         expect(f"v3 rolled back automatically (exit {out.exit_code}: failed, rolled back, healthy on the old slot)",
@@ -83,7 +85,8 @@ def run(keep: bool = False) -> int:
 
         _step(6, "`slotctl rollback` refuses the slot marked bad")
         try:
-            rollback(ctx)
+            with exclusive(ctx) as (deploy_id, _):
+                rollback(ctx, deploy_id=deploy_id)
             expect("rollback to the bad slot refused", False)
         except SlotctlError as e:
             print(f"   slotctl rollback: error: {e.message}  (exit {e.exit_code})")

@@ -118,3 +118,18 @@ def plan_text(p: Plan) -> str:
     lines += [f"  {f.line()}" for f in p.config]
     lines += [f"  unit {u}: {what}" for u, what in p.units.items()] or ["  units: unchanged"]
     return "\n".join(lines)
+
+
+def history_text(host: str, deploys: list[dict], note: str | None) -> str:
+    lines = [f"host {host}: {len(deploys)} deploy(s), newest first"]
+    for d in deploys:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["ts"])) if d["ts"] else "?"
+        commit = (d["commit"] or "?")[:12]
+        lines.append(f"  {d['id']}  {when}  {d['action']:<8} {commit}  {d['from_slot'] or '-'} -> {d['to_slot'] or '-'}"
+                     f"  by {d['user']}  {d['outcome']}" + (f" (exit {d['exit_code']})" if d["exit_code"] is not None else ""))
+        if d["summary"]:
+            lines.append(f"      {d['summary']}")
+        lines.append(f"      steps: {' '.join(d['steps'])}")
+    if note:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from .. import faults
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -43,10 +45,12 @@ def atomic_write_json(target: Path, obj: Any, mode: int = 0o644) -> None:
     atomic_write_bytes(target, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
-def atomic_symlink(target: Path, points_to: str) -> None:
+def atomic_symlink(target: Path, points_to: str, fault_point: str | None = None) -> None:
     """Make `target` a symlink to `points_to` with one rename(2): readers see old or new, never none."""
     tmp = _temp_name(target)
     os.symlink(points_to, tmp)
+    if fault_point:
+        faults.point(fault_point)
     try:
         os.replace(tmp, target)
     except BaseException:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, faults
 from ..adapters import fs
 from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
@@ -153,6 +153,7 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
     with _replacing(slot_dir):
         slot_dir.mkdir()
         p.source.export(commit_obj, slot_dir / "src")
+        faults.point("build:mid")
         lock_path = slot_dir / "requirements.lock"
         fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()

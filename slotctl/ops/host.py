@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .. import faults
+from ..adapters import journal
 from ..adapters.systemd import Systemd
 from ..core import manifest as mf
 from ..core.health import Heartbeat
@@ -21,13 +25,51 @@ def _quiet(msg: str) -> None:
     pass
 
 
+class Run:
+    """The journal of one deploy or rollback: a record before and after each step, each fsynced.
+
+    After each record, a fault point of the same name (see slotctl.faults) lets the
+    crash tests kill slotctl exactly there.
+    """
+
+    def __init__(self, path: Path, deploy_id: str, action: str) -> None:
+        self.path, self.id, self.action = path, deploy_id, action
+
+    def begin(self, **fields: Any) -> None:
+        journal.append(self.path, "begin", deploy=self.id, action=self.action, **fields)
+        faults.point("begin")
+
+    @contextlib.contextmanager
+    def step(self, name: str, **fields: Any) -> Iterator[dict[str, Any]]:
+        """Yields a dict the step may fill; it goes into the step's end record."""
+        journal.append(self.path, "step", deploy=self.id, step=name, phase="begin", **fields)
+        faults.point(f"{name}:begin")
+        result: dict[str, Any] = {}
+        try:
+            yield result
+        except BaseException as e:
+            journal.append(self.path, "step", deploy=self.id, step=name, phase="end", ok=False,
+                           error=getattr(e, "message", repr(e)), **result)
+            raise
+        journal.append(self.path, "step", deploy=self.id, step=name, phase="end", ok=True, **result)
+        faults.point(f"{name}:end")
+
+    def end(self, outcome: str, exit_code: int, summary: str, **fields: Any) -> None:
+        journal.append(self.path, "end", deploy=self.id, action=self.action, outcome=outcome, exit_code=exit_code,
+                       summary=summary, **fields)
+
+
 @dataclass
 class HostContext:
     host: HostConfig
     bus_address: str | None = None  # None: the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured)
     proc_root: Path = Path("/proc")  # where MainPID's /proc lives; a sandbox's is elsewhere
     say: Callable[[str], None] = _quiet
+    run: Run | None = None  # the journal of the deploy in progress, if any
     _systemd: Systemd | None = field(default=None, repr=False)
+
+    def step(self, name: str, **fields: Any) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        return self.run.step(name, **fields) if self.run else contextlib.nullcontext({})
 
     @property
     def layout(self) -> Layout:

@@ -81,22 +81,26 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
 def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout: float | None = None) -> GateResult:
     """State check, drain, gate; on success a good snapshot, rotated. The caller lifts the drain."""
     drain = Drain(ctx.host)
-    check_state(ctx, observe(ctx, None), deploy_id)
-    since = drain.request(deploy_id)
-    ctx.say(f"  quiesce: drain requested ({drain.flag}); policy {ctx.host.quiesce.policy}, "
-            f"timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
-    try:
-        result = wait(ctx, deploy_id, since, timeout)
-    except BaseException:
-        drain.lift()  # nothing was switched: the running bot goes back to trading
-        raise
+    with ctx.step("quiesce") as rec:
+        check_state(ctx, observe(ctx, None), deploy_id)
+        since = drain.request(deploy_id)
+        ctx.say(f"  quiesce: drain requested ({drain.flag}); policy {ctx.host.quiesce.policy}, "
+                f"timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
+        try:
+            result = wait(ctx, deploy_id, since, timeout)
+        except BaseException:
+            drain.lift()  # nothing was switched: the running bot goes back to trading
+            raise
+        rec.update(opened=result.opened, reason=result.reason)
     if not result.opened:
         drain.lift()
         return result
-    snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
-                        extra={"deploy": deploy_id, "commit_before": commit_before,
-                               "open_positions": list(result.positions.ids)})
-    removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
+    with ctx.step("snapshot") as rec:
+        snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
+                            extra={"deploy": deploy_id, "commit_before": commit_before,
+                                   "open_positions": list(result.positions.ids)})
+        removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
+        rec.update(snapshot=snap.name, open_positions=list(result.positions.ids))
     ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
             + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
     result.drain, result.snapshot = drain, snap

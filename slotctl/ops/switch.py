@@ -35,13 +35,15 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
     """
     t0 = time.monotonic()
     sd = ctx.systemd
-    for unit in reversed(ctx.units):
-        sd.stop(unit)
-    if slot is None:
-        fs.remove_file(ctx.layout.current)
-    else:
-        fs.atomic_symlink(ctx.layout.current, ctx.layout.link_target(slot))
-    sd.daemon_reload()
+    with ctx.step("stop"):
+        for unit in reversed(ctx.units):
+            sd.stop(unit)
+    with ctx.step("flip", slot=slot):
+        if slot is None:
+            fs.remove_file(ctx.layout.current)
+        else:
+            fs.atomic_symlink(ctx.layout.current, ctx.layout.link_target(slot), fault_point="flip:mid")
+        sd.daemon_reload()
     if before_start is not None:
         before_start()
     if slot is None:
@@ -49,10 +51,11 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
     manifest, _ = ctx.manifest(slot)
     present = set(manifest.units) if manifest else {ctx.host.service}
     start_timeout = ctx.host.health.start_timeout + 10
-    for unit in ctx.units:
-        if unit in present:
-            sd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
-            sd.start(unit, timeout=start_timeout)
+    with ctx.step("start", slot=slot):
+        for unit in ctx.units:
+            if unit in present:
+                sd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
+                sd.start(unit, timeout=start_timeout)
     return time.monotonic() - t0
 
 

@@ -1,0 +1,75 @@
+"""One deploy per host: an flock on .slotctl/lock, released by the kernel when its holder dies.
+
+There is no stale lock to clean by hand: a lock held by a dead process is not a lock.
+The holder's record (.slotctl/lock.holder) only says who holds it, for the message.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import LOCKED, SlotctlError
+from . import fs
+from .journal import who
+
+
+class Locked(SlotctlError):
+    exit_code = LOCKED
+
+
+class HostLock:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "lock"
+        self.holder_path = state_dir / "lock.holder"
+        self._fd: int | None = None
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.holder_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def acquire(self, command: str, deploy_id: str, wait: float = 0) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Locked(f"{self.path}: another deploy holds the lock: {_describe(self.holder())}"
+                                 + (f" (waited {wait:g}s)" if wait else "; pass --wait-lock SECONDS to wait")) from None
+                time.sleep(0.05)
+        self._fd = fd
+        fs.atomic_write_json(self.holder_path, {"pid": os.getpid(), "user": who(), "host": socket.gethostname(),
+                                                "command": command, "since": time.time(), "deploy": deploy_id}, 0o600)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # the holder record stays: it names the last holder, harmless once unlocked
+            self._fd = None
+
+    def __enter__(self) -> HostLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe(h: dict | None) -> str:
+    if not h:
+        return "holder unknown"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.get("since", 0)))
+    return f"pid {h.get('pid')} ({h.get('user')}@{h.get('host')}), `{h.get('command')}`, deploy {h.get('deploy')}, since {since}"

@@ -1,0 +1,56 @@
+"""The journal read as deploys: pure grouping of records, and which deploy was left unfinished."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Deploy:
+    id: str
+    action: str = "?"
+    begin: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None
+
+    def step_end(self, name: str) -> dict[str, Any] | None:
+        return next((s for s in reversed(self.steps) if s.get("step") == name and s.get("phase") == "end"), None)
+
+    def started(self, name: str) -> bool:
+        return any(s.get("step") == name for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = [f"{s['step']}:{s['phase']}" + ("" if s.get("ok", True) else "!") for s in self.steps]
+        return {"id": self.id, "action": self.action, "commit": self.begin.get("commit"), "user": self.begin.get("user"),
+                "ts": self.begin.get("ts"), "from_slot": self.begin.get("from_slot"), "to_slot": self.begin.get("to_slot"),
+                "steps": steps, "outcome": (self.end or {}).get("outcome", "unfinished"),
+                "exit_code": (self.end or {}).get("exit_code"), "summary": (self.end or {}).get("summary")}
+
+
+def deploys(records: list[dict[str, Any]]) -> list[Deploy]:
+    """Deploys in journal order; records that belong to no deploy (format notes) are skipped."""
+    by_id: dict[str, Deploy] = {}
+    for r in records:
+        dep = r.get("deploy")
+        if not dep:
+            continue
+        d = by_id.setdefault(dep, Deploy(dep))
+        event = r.get("event")
+        if event == "begin":
+            d.begin, d.action = r, r.get("action", "?")
+        elif event == "step":
+            d.steps.append(r)
+        elif event == "end":
+            d.end = r
+    return list(by_id.values())
+
+
+def unfinished(records: list[dict[str, Any]]) -> Deploy | None:
+    """The last deploy that began and never ended (slotctl died during it)."""
+    begun = [d for d in deploys(records) if d.begin and not d.finished]
+    return begun[-1] if begun else None
