@@ -35,6 +35,9 @@ RELEASES = [
     refbot.Release("loses", fault="lose_positions"),
     refbot.Release("elsewhere", fault="log_elsewhere"),
     refbot.Release("hangs", fault="hang_at_start"),
+    # For the crash tests: two releases that accumulate open positions and keep them.
+    refbot.Release("k1", config={"open_every": 4, "hold_seconds": 100000}),
+    refbot.Release("k2", config={"open_every": 4, "hold_seconds": 100000}),
 ]
 
 
@@ -72,10 +75,14 @@ class Host:
     def root(self) -> Path:
         return self.ctx.host.root
 
-    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        env = dict(os.environ, **self.sandbox.env())
-        return subprocess.run([sys.executable, "-m", "slotctl", "-i", str(self.inventory_path), *args],
-                              capture_output=True, text=True, env=env, input=input, timeout=120)
+    def cli(self, *args: str, input: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(env), input=input, timeout=120)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "slotctl", "-i", str(self.inventory_path), *args]
+
+    def env(self, extra: dict | None = None) -> dict:
+        return dict(os.environ, **self.sandbox.env(), **(extra or {}))
 
     def reconfigure(self, **sections: dict) -> None:
         """Change inventory sections (e.g. quiesce={"policy": "flat"}) for this host and reload it."""
