@@ -33,6 +33,9 @@ QuiesceOpt = Annotated[float | None, typer.Option(
     "--quiesce-timeout", metavar="SECONDS", min=0.1, help="Override quiesce.timeout: how long to wait for the bot to be flat or recorded.")]
 WaitLockOpt = Annotated[float, typer.Option(
     "--wait-lock", metavar="SECONDS", min=0, help="Wait this long for another deploy's lock instead of exiting 4 at once.")]
+SerialOpt = Annotated[int, typer.Option("--serial", metavar="N", min=1, help="Hosts per batch of a rolling deploy.")]
+MaxFailOpt = Annotated[int, typer.Option("--max-fail", metavar="M", min=1,
+                                         help="Stop the rollout once M hosts failed; the rest stay untouched.")]
 JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
@@ -100,11 +103,29 @@ def _contexts(opts: Opts):
 
     inv = inventory.load(opts.inventory)
     hosts = inv.select(opts.hosts, opts.all)
-    remote = [h.name for h in hosts if h.ssh]
-    if remote:
-        raise InputError(f"{opts.inventory}: hosts.{remote[0]}.ssh: remote hosts are not supported by this version yet")
     proc_root = Path(os.environ.get("SLOTCTL_PROC_ROOT", "/proc"))
     return [HostContext(h, None, proc_root, say=_say) for h in hosts]
+
+
+def _is_fleet(contexts) -> bool:
+    return len(contexts) > 1 or any(c.host.ssh for c in contexts)
+
+
+def _local_only(contexts, what: str) -> None:
+    remote = [c.host.name for c in contexts if c.host.ssh]
+    if remote:
+        raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
+
+
+def _print_rows(command: str, rows, opts: Opts, note: str | None = None) -> int:
+    from .render import envelope, rows_text
+
+    code = worst([r.exit_code for r in rows])
+    if opts.json:
+        print(envelope(command, code, {r.host: r for r in rows}, None, note))
+    else:
+        print(rows_text(rows, note))
+    return code
 
 
 def _version(value: bool) -> None:
@@ -141,7 +162,14 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
     from .render import envelope, status_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
-    results = [get_status(c) for c in _contexts(opts)]
+    contexts = _contexts(opts)
+    if _is_fleet(contexts):
+        from .ops import fleet
+
+        rows = fleet.sweep(contexts, lambda c: fleet.remote(c, ["status"], fleet.row_from_status) if c.host.ssh
+                           else fleet.local_status(c), parallel=64)
+        return _print_rows("status", rows, opts)
+    results = [get_status(c) for c in contexts]
     code = worst([r.exit_code for r in results])
     if opts.json:
         print(envelope("status", code, {r.host: r for r in results}))
@@ -165,6 +193,7 @@ def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="F
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _local_only(contexts, "build")
     for c in contexts:
         plan(c, commit)  # bad input is refused before anything is written, the lock file included
     results = {}
@@ -190,6 +219,8 @@ def deploy(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
     quiesce_timeout: QuiesceOpt = None,
     wait_lock: WaitLockOpt = 0,
+    serial: SerialOpt = 1,
+    max_fail: MaxFailOpt = 1,
     inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None,
 ) -> int:
     """Build the inactive slot, switch to it, probe it; roll back automatically if it fails.
@@ -205,6 +236,8 @@ def deploy(
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    if _is_fleet(contexts):
+        return _fleet_deploy(contexts, opts, commit, dry_run, yes, allow_drift, quiesce_timeout, wait_lock, serial, max_fail)
     plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
     if dry_run:
         if opts.json:
@@ -212,12 +245,7 @@ def deploy(
         else:
             print("\n".join(plan_text(p) for p in plans.values()))
         return OK
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InputError("deploy: not on a terminal, so there is nobody to confirm: pass --yes")
-        targets = ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items())
-        if not typer.confirm(f"deploy {targets}?", err=True):
-            raise InputError("deploy: not confirmed, nothing changed")
+    _confirm(yes, "deploy " + ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items()) + "?")
     outcomes = []
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
@@ -247,7 +275,9 @@ def verify(ctx: typer.Context,
     if slot is not None and slot not in SLOTS:
         raise InputError(f"--slot: expected blue or green, got {slot!r}")
     opts = ctx.obj.merge(inventory, host, all_, json_)
-    reports = [do_verify(c, slot) for c in _contexts(opts)]
+    contexts = _contexts(opts)
+    _local_only(contexts, "verify")
+    reports = [do_verify(c, slot) for c in contexts]
     code = AUDIT_FAILED if any(r.drift for r in reports) else OK
     if opts.json:
         print(envelope("verify", code, {r.host: r.to_dict() for r in reports}))
@@ -256,10 +286,58 @@ def verify(ctx: typer.Context,
     return code
 
 
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError("not on a terminal, so there is nobody to confirm: pass --yes")
+    if not typer.confirm(question, err=True):
+        raise InputError("not confirmed, nothing changed")
+
+
+def _fleet_deploy(contexts, opts: Opts, commit, dry_run, yes, allow_drift, quiesce_timeout, wait_lock, serial, max_fail) -> int:
+    from .ops import fleet
+    from .ops.build import pinned_commit, plan
+    from .ops.deploy import deploy as do_deploy
+
+    for c in contexts:
+        if c.host.ssh:
+            pinned_commit(c, commit)  # the format is checked here; the host itself checks that the commit exists
+        else:
+            plan(c, commit)
+    args = ["--commit", commit] if commit else []
+    if dry_run:
+        rows = fleet.sweep(contexts, lambda c: fleet.remote(c, ["deploy", "--dry-run", *args], fleet.row_from_outcome)
+                           if c.host.ssh else fleet.Row(c.host.name, OK, plan_summary(plan(c, commit))), parallel=64)
+        return _print_rows("deploy", rows, opts)
+    _confirm(yes, f"deploy to {len(contexts)} hosts ({', '.join(c.host.name for c in contexts)}), "
+                  f"{serial} at a time, stopping after {max_fail} failure(s)?")
+    extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
+    extra += ["--allow-drift"] if allow_drift else []
+    extra += ["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else []
+
+    def one(c) -> fleet.Row:
+        _say(f"{c.host.name}: deploying")
+        if c.host.ssh:
+            return fleet.remote(c, ["deploy", *extra], fleet.row_from_outcome)
+        return fleet.local_mutation(c, lambda ctx, deploy_id: do_deploy(
+            ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout), wait_lock)
+
+    result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
+    return _print_rows("deploy", result.rows + [fleet.Row(n, OK, "untouched", active_slot=None) for n in result.untouched],
+                       opts, result.stopped)
+
+
+def plan_summary(p) -> str:
+    return f"would build slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})"
+
+
 @app.command()
 @command("rollback")
-def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None,
-             host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: WaitLockOpt = 0,
+             serial: SerialOpt = 1, max_fail: MaxFailOpt = 1,
+             yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (several hosts).")] = False,
+             inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
 
     Example: slotctl rollback --host local
@@ -269,8 +347,24 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
     from .render import envelope, outcome_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    if _is_fleet(contexts):
+        from .ops import fleet
+
+        _confirm(yes, f"roll back {len(contexts)} hosts, {serial} at a time?")
+        extra = ["--wait-lock", str(wait_lock)] + (["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else [])
+
+        def one(c) -> fleet.Row:
+            if c.host.ssh:
+                return fleet.remote(c, ["rollback", *extra], fleet.row_from_outcome)
+            return fleet.local_mutation(c, lambda x, deploy_id: do_rollback(x, deploy_id=deploy_id,
+                                                                            quiesce_timeout=quiesce_timeout), wait_lock)
+
+        result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
+        return _print_rows("rollback", result.rows + [fleet.Row(n, OK, "untouched") for n in result.untouched],
+                           opts, result.stopped)
     outcomes = []
-    for c in _contexts(opts):
+    for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
             outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout))
     code = worst([o.exit_code for o in outcomes])
@@ -297,8 +391,10 @@ def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: Inventory
     from .render import envelope
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, "recover")
     results = []
-    for c in _contexts(opts):
+    for c in contexts:
         with exclusive(c, wait_lock, auto_recover=False):
             results.append(do_recover(c))
     code = worst([r.exit_code for r in results])
@@ -326,8 +422,10 @@ def history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="
     from .render import envelope, history_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, "history")
     out = {}
-    for c in _contexts(opts):
+    for c in contexts:
         records, note = journal.read(c.layout.journal)
         out[c.host.name] = {"deploys": [d.to_dict() for d in reversed(deploys(records))][:limit], "journal_note": note}
     if opts.json:

@@ -105,7 +105,22 @@ class BackupsConfig:
     files: tuple[str, ...] = ("shared/data/*.sqlite", "shared/data/*.sqlite3", "shared/data/*.db")
 
 
-_REQUIRED = dataclasses.MISSING
+SSH_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def _ssh(v: str) -> str | None:
+    return None if SSH_RE.match(v) else "user@host[:port] (letters, digits, '.', '-'; IPv6 in [])"
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """How the controller reaches a host with `ssh:` (Fabric) and runs slotctl there."""
+
+    slotctl: str = "slotctl"  # the command on the remote host
+    identity: str | None = None  # private key file; None: the ssh agent and ~/.ssh defaults
+    known_hosts: str = "~/.ssh/known_hosts"  # host keys are checked against it; an unknown host is refused
+    connect_timeout: float = field(default=10, metadata=_check(_positive))
+    command_timeout: float = field(default=3600, metadata=_check(_positive))
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,8 @@ class HostConfig:
     quiesce: QuiesceConfig = QuiesceConfig()
     health: HealthConfig = HealthConfig()
     backups: BackupsConfig = BackupsConfig()
-    ssh: str | None = None
+    ssh: str | None = field(default=None, metadata=_check(_ssh))
+    remote: RemoteConfig = RemoteConfig()
 
     def path(self, rel: str) -> Path:
         """A root-relative path of the inventory (validated to stay inside the root)."""
@@ -276,6 +292,22 @@ class _Checker:
                 if problem:
                     self.fail(sub, problem, v)
         return out
+
+
+def to_document(host: HostConfig) -> dict[str, Any]:
+    """An inventory of this one host as the host itself sees it: what a remote slotctl is given."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    body = {k: plain(v) for k, v in dataclasses.asdict(host).items() if k not in ("name", "ssh", "remote")}
+    return {"version": 1, "hosts": {host.name: body}}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

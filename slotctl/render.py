@@ -16,9 +16,11 @@ from .ops.verify import Report
 SCHEMA = 1
 
 
-def envelope(command: str, exit_code: int, hosts: dict[str, Any], error: str | None = None) -> str:
+def envelope(command: str, exit_code: int, hosts: dict[str, Any], error: str | None = None, note: str | None = None) -> str:
     doc = {"schema": SCHEMA, "slotctl": __version__, "command": command, "exit_code": exit_code,
            "error": error, "hosts": hosts}
+    if note:
+        doc["note"] = note
     return json.dumps(doc, indent=2, sort_keys=True, default=_default)
 
 
@@ -26,6 +28,11 @@ def _default(o: Any) -> Any:
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
     return str(o)
+
+
+def jsonable(o: Any) -> Any:
+    """A result as the plain data its --json envelope carries."""
+    return json.loads(json.dumps(o, default=_default))
 
 
 def status_text(s: Status) -> str:
@@ -132,4 +139,18 @@ def history_text(host: str, deploys: list[dict], note: str | None) -> str:
         lines.append(f"      steps: {' '.join(d['steps'])}")
     if note:
         lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def rows_text(rows: list, note: str | None = None) -> str:
+    """One line per host: what a fleet runs and what is wrong, unreachable hosts said as such."""
+    width = max([len(r.host) for r in rows] + [4])
+    lines = [f"{'host':<{width}}  exit  slot   commit        summary"]
+    for r in rows:
+        slot = r.active_slot or "-"
+        commit = (r.commit or "-")[:12]
+        summary = r.summary if r.reachable else f"UNREACHABLE: {r.summary}"
+        lines.append(f"{r.host:<{width}}  {r.exit_code:>4}  {slot:<5}  {commit:<12}  {summary}")
+    if note:
+        lines.append(note)
     return "\n".join(lines)

@@ -37,11 +37,11 @@ def test_global_options_may_come_before_the_command(tmp_path):
     assert proc.returncode == 2 and json.loads(proc.stdout)["error"].endswith("other.yaml: inventory file not found")
 
 
-def test_ssh_hosts_are_refused_clearly_until_remote_support_exists(tmp_path):
+def test_commands_that_act_on_this_machine_refuse_ssh_hosts_clearly(tmp_path):
     (tmp_path / "inventory.yaml").write_text(
         "version: 1\ndefaults: {repo: /r}\nhosts: {tokyo-1: {ssh: 'trader@127.0.0.1:22'}}\n")
-    proc = slotctl("status", cwd=tmp_path)
-    assert proc.returncode == 2 and "hosts.tokyo-1.ssh: remote hosts are not supported" in proc.stderr
+    proc = slotctl("history", cwd=tmp_path)
+    assert proc.returncode == 2 and "history runs on this machine only; host tokyo-1 is reached over ssh" in proc.stderr
 
 
 def test_an_unknown_option_is_a_usage_error_with_exit_2():

@@ -1,0 +1,65 @@
+"""Fleet status time against the number of hosts (1, 5, 20): one parallel sweep against one host after another.
+
+    .venv/bin/python bench/fleet_status.py
+
+Each host is a real systemd in its own namespaces running a real sshd on a
+loopback port (the fleet tests' hosts, tests/sshhosts.py); slotctl reaches them
+with Fabric. Prints, per fleet size, the wall time of `slotctl status --all`
+(one sweep, hosts in parallel) and of the same hosts asked one after another
+(`slotctl status --host X` each), and how each grows from one host.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+import yaml  # noqa: E402
+from _machine import describe  # noqa: E402
+from sshhosts import keypair, remote_defaults, start_host  # noqa: E402
+
+SIZES = (1, 5, 20)
+
+
+def slotctl(inventory: Path, *args: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "slotctl", "-i", str(inventory), *args], capture_output=True, check=False)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="slotctl-bench-fleet-"))
+    key = keypair(work / "client_key")
+    known = work / "known_hosts"
+    known.touch()
+    hosts = []
+    try:
+        for i in range(max(SIZES)):
+            hosts.append(start_host(f"h{i:02d}", work / f"h{i:02d}", key.with_suffix(".pub"), known))
+        print(f"machine: {describe()}")
+        print(f"{'hosts':>5}  {'one sweep':>10}  {'one by one':>11}  {'sweep vs 1 host':>16}  {'one by one vs sweep':>20}")
+        base = None
+        for n in SIZES:
+            doc = {"version": 1, "defaults": {"repo": str(work), "remote": remote_defaults(key, known)},
+                   "hosts": {h.name: {"ssh": h.ssh, "root": str(h.root)} for h in hosts[:n]}}
+            inv = work / f"inventory-{n}.yaml"
+            inv.write_text(yaml.safe_dump(doc))
+            sweep = statistics.median(slotctl(inv, "status", "--all", "--json") for _ in range(3))
+            serial = sum(slotctl(inv, "status", "--host", h.name, "--json") for h in hosts[:n])
+            base = base or sweep
+            print(f"{n:>5}  {sweep:>9.2f}s  {serial:>10.2f}s  {sweep / base:>15.1f}x  {serial / sweep:>19.1f}x")
+    finally:
+        for h in hosts:
+            h.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Many hosts: one parallel status sweep, and rolling deploys and rollbacks in batches.
+
+Each host does its own switch: a local host in this process, a host with `ssh:`
+through its own slotctl (adapters.remote). Both give a Row; the fleet logic
+never knows which was which.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OK, SlotctlError
+from .host import HostContext
+
+
+@dataclass
+class Row:
+    host: str
+    exit_code: int
+    summary: str
+    reachable: bool = True
+    active_slot: str | None = None
+    commit: str | None = None  # what the host runs now (its active slot's commit)
+    detail: dict[str, Any] = field(default_factory=dict)  # the host's own envelope entry
+    seconds: float = 0.0
+
+
+@dataclass
+class Rollout:
+    rows: list[Row]
+    untouched: list[str]  # hosts the rollout never reached: it stopped at --max-fail
+    stopped: str | None = None
+
+
+def _commit_of(doc: dict[str, Any], slot: str | None) -> str | None:
+    slots = doc.get("slots") or {}
+    return (slots.get(slot) or {}).get("commit") if slot else None
+
+
+def row_from_status(host: str, exit_code: int, doc: dict[str, Any], seconds: float) -> Row:
+    active = doc.get("active_slot")
+    problems = doc.get("problems") or []
+    summary = "ok" if exit_code == OK else f"{len(problems)} problem(s): {problems[0] if problems else doc.get('error', '?')}"
+    return Row(host, exit_code, summary, True, active, _commit_of(doc, active), doc, seconds)
+
+
+def row_from_outcome(host: str, exit_code: int, doc: dict[str, Any], seconds: float) -> Row:
+    return Row(host, exit_code, doc.get("summary") or doc.get("error") or "", True, doc.get("active_slot"),
+               doc.get("commit") if doc.get("active_slot") == doc.get("to_slot") else None, doc, seconds)
+
+
+def sweep(targets: list[Any], one: Callable[[Any], Row], parallel: int) -> list[Row]:
+    """Run `one` on every target at once (up to `parallel`), rows in inventory order."""
+    if len(targets) == 1:
+        return [one(targets[0])]
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        return list(pool.map(one, targets))
+
+
+def rolling(targets: list[Any], name: Callable[[Any], str], one: Callable[[Any], Row], serial: int, max_fail: int) -> Rollout:
+    """Batches of `serial` hosts; after a batch with the max_fail-th failure, the rest stay untouched."""
+    rows: list[Row] = []
+    failed = 0
+    for i in range(0, len(targets), serial):
+        batch = targets[i:i + serial]
+        rows += sweep(batch, one, serial)
+        failed = sum(1 for r in rows if r.exit_code != OK)
+        if failed >= max_fail and i + serial < len(targets):
+            rest = [name(t) for t in targets[i + serial:]]
+            return Rollout(rows, rest, f"stopped after {failed} failed host(s) (--max-fail {max_fail}); "
+                                       f"untouched: {', '.join(rest)}")
+    return Rollout(rows, [])
+
+
+# -- one host, either way ---------------------------------------------------------------
+
+
+def local_status(ctx: HostContext) -> Row:
+    from ..render import jsonable
+    from .status import status
+
+    t0 = time.monotonic()
+    s = status(ctx)
+    return row_from_status(ctx.host.name, s.exit_code, jsonable(s), time.monotonic() - t0)
+
+
+def remote(ctx: HostContext, command: list[str], as_row: Callable[[str, int, dict, float], Row]) -> Row:
+    from ..adapters.remote import run_slotctl
+
+    r = run_slotctl(ctx.host, command)
+    if r.doc is None:
+        return Row(ctx.host.name, r.exit_code, r.error or "no answer", r.reachable, seconds=r.seconds)
+    row = as_row(ctx.host.name, r.exit_code, r.doc, r.seconds)
+    if r.error and not row.summary:
+        row.summary = r.error
+    return row
+
+
+def local_mutation(ctx: HostContext, act: Callable[[HostContext, str], Any], wait_lock: float) -> Row:
+    """deploy or rollback on this machine, under its lock, as one row."""
+    from ..render import jsonable
+    from .session import exclusive
+
+    t0 = time.monotonic()
+    try:
+        with exclusive(ctx, wait_lock) as (deploy_id, _):
+            out = act(ctx, deploy_id)
+    except SlotctlError as e:
+        return Row(ctx.host.name, e.exit_code, e.message, seconds=time.monotonic() - t0)
+    return row_from_outcome(ctx.host.name, out.exit_code, jsonable(out), time.monotonic() - t0)

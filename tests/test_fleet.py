@@ -1,0 +1,172 @@
+"""Many hosts over SSH with Fabric: real sshd daemons on loopback, each in front of its own real systemd."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+import yaml
+
+from conftest import write_inventory
+from slotctl import refbot
+from sshhosts import host_entry, keypair, remote_defaults, start_host
+
+
+class Fleet:
+    def __init__(self, tmp_path, bot_repo, n: int) -> None:
+        self.bot_repo = bot_repo
+        self.client_key = keypair(tmp_path / "client_key")
+        self.known_hosts = tmp_path / "known_hosts"
+        self.known_hosts.touch()
+        self.hosts = []
+        try:
+            for i in range(n):
+                self.hosts.append(start_host(f"h{i}", tmp_path / f"h{i}", self.client_key.with_suffix(".pub"), self.known_hosts))
+        except BaseException:
+            self.stop()
+            raise
+        defaults = refbot.inventory(root=tmp_path, repo=tmp_path, wheelhouse=tmp_path, unit_dir=tmp_path,
+                                    commit=bot_repo.sha["v1"], window=1.5, max_age=3)["defaults"]
+        for k in ("root", "repo", "index", "unit_dir"):
+            defaults.pop(k)
+        defaults["remote"] = remote_defaults(self.client_key, self.known_hosts)
+        self.doc = {"version": 1, "defaults": defaults,
+                    "hosts": {h.name: host_entry(h, bot_repo.path, bot_repo.wheels) for h in self.hosts}}
+        self.inventory = tmp_path / "inventory.yaml"
+        write_inventory(self.inventory, self.doc)
+
+    def add_host(self, name: str, entry: dict) -> None:
+        self.doc["hosts"][name] = entry
+        write_inventory(self.inventory, self.doc)
+
+    def cli(self, *args: str):
+        import subprocess
+        import sys
+
+        return subprocess.run([sys.executable, "-m", "slotctl", "-i", str(self.inventory), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    def active(self, h) -> str | None:
+        try:
+            return os.readlink(h.root / "trading-bot-current")
+        except FileNotFoundError:
+            return None
+
+    def stop(self) -> None:
+        for h in self.hosts:
+            h.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, bot_repo):
+    f = Fleet(tmp_path, bot_repo, 3)
+    yield f
+    f.stop()
+
+
+def rows(proc) -> dict:
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == proc.returncode
+    return doc["hosts"]
+
+
+def test_fleet_status_is_one_row_per_host(fleet):
+    proc = fleet.cli("status", "--all", "--json")
+    assert proc.returncode == 3  # nothing deployed yet anywhere
+    r = rows(proc)
+    assert sorted(r) == ["h0", "h1", "h2"]
+    assert all(row["reachable"] and "nothing deployed yet" in row["summary"] for row in r.values())
+
+
+def test_a_rolling_deploy_reaches_every_host_and_each_switches_itself(fleet):
+    proc = fleet.cli("deploy", "--all", "--serial", "2", "--yes", "--json", "--commit", fleet.bot_repo.sha["v1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name, row in rows(proc).items():
+        assert row["exit_code"] == 0 and row["commit"] == fleet.bot_repo.sha["v1"], row
+    for h in fleet.hosts:
+        assert fleet.active(h) == "slots/blue"
+        assert h.systemd().state("trading-bot.service").running
+    status = fleet.cli("status", "--all")
+    assert status.returncode == 0, status.stdout
+    assert status.stdout.count(fleet.bot_repo.sha["v1"][:12]) == 3
+
+
+def test_a_failed_host_is_rolled_back_there_and_the_rollout_stops_at_max_fail(fleet):
+    assert fleet.cli("deploy", "--all", "--serial", "3", "--yes", "--commit", fleet.bot_repo.sha["v1"]).returncode == 0
+    proc = fleet.cli("deploy", "--all", "--serial", "1", "--max-fail", "1", "--yes", "--json",
+                     "--commit", fleet.bot_repo.sha["crash"])
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    r = doc["hosts"]
+    assert r["h0"]["exit_code"] == 1 and r["h0"]["active_slot"] == "blue"
+    assert r["h1"]["summary"] == r["h2"]["summary"] == "untouched"
+    assert "stopped after 1 failed host(s) (--max-fail 1); untouched: h1, h2" in doc["note"]
+    for h in fleet.hosts:
+        assert fleet.active(h) == "slots/blue" and h.systemd().state("trading-bot.service").running
+    assert not (fleet.hosts[1].root / "slots/green").exists()  # untouched means not even built
+    table = fleet.cli("status", "--all")
+    assert table.returncode == 0 and table.stdout.count(fleet.bot_repo.sha["v1"][:12]) == 3
+
+
+def test_fleet_rollback_rolls_each_host_back(fleet):
+    for release in ("v1", "v2"):
+        assert fleet.cli("deploy", "--all", "--serial", "3", "--yes", "--commit", fleet.bot_repo.sha[release]).returncode == 0
+    proc = fleet.cli("rollback", "--all", "--serial", "3", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(fleet.active(h) == "slots/blue" for h in fleet.hosts)
+
+
+def test_unreachable_hosts_are_reported_without_hanging(fleet):
+    dead_port = socket.socket()
+    dead_port.bind(("127.0.0.1", 0))
+    closed = dead_port.getsockname()[1]
+    dead_port.close()
+    silent = socket.socket()  # accepts connections and never says a word: a hung host
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held = []
+    threading.Thread(target=lambda: held.extend(silent.accept() for _ in range(4)), daemon=True).start()
+    fleet.add_host("gone", {"ssh": f"root@127.0.0.1:{closed}", "root": "/srv/none", "repo": "/srv/none"})
+    fleet.add_host("hung", {"ssh": f"root@127.0.0.1:{silent.getsockname()[1]}", "root": "/srv/none", "repo": "/srv/none"})
+    t0 = time.monotonic()
+    proc = fleet.cli("status", "--all", "--json")
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 3
+    r = rows(proc)
+    assert not r["gone"]["reachable"] and "unreachable" in r["gone"]["summary"]
+    assert not r["hung"]["reachable"]
+    assert r["h0"]["reachable"] and r["h1"]["reachable"]
+    assert elapsed < 5 * 2 + 8, f"the sweep took {elapsed:.1f}s: a hung host must not hold it past its timeouts"
+    silent.close()
+
+
+def test_a_host_whose_key_is_not_known_is_refused(fleet):
+    fleet.known_hosts.write_text("".join(line for line in fleet.known_hosts.read_text().splitlines(True)
+                                         if f"]:{fleet.hosts[0].port} " not in line))
+    r = rows(fleet.cli("status", "--all", "--json"))
+    assert not r["h0"]["reachable"] and "host key not in" in r["h0"]["summary"]
+    assert r["h1"]["reachable"]
+
+
+def test_inventory_values_reach_the_remote_shell_quoted(fleet):
+    h = fleet.hosts[0]
+    odd = h.shared / "bin dir" / "slot ctl;touch pwned $(touch pwned2)"
+    odd.parent.mkdir()
+    odd.write_text(f"#!/bin/sh\nexec {fleet.doc['defaults']['remote']['slotctl']} \"$@\"\n")
+    odd.chmod(0o755)
+    fleet.doc["hosts"]["h0"]["remote"] = {"slotctl": str(odd)}
+    write_inventory(fleet.inventory, fleet.doc)
+    r = rows(fleet.cli("status", "--host", "h0", "--json"))
+    assert r["h0"]["reachable"] and "nothing deployed yet" in r["h0"]["summary"]
+    assert not list(h.shared.rglob("pwned*")) and not os.path.exists("/root/pwned")
+
+
+def test_the_remote_host_is_given_its_own_inventory_without_ssh(fleet):
+    assert fleet.cli("status", "--host", "h1").returncode == 3
+    doc = yaml.safe_load((fleet.hosts[1].root / ".slotctl/inventory.controller.yaml").read_text())
+    (body,) = doc["hosts"].values()
+    assert "ssh" not in body and "remote" not in body and body["root"] == str(fleet.hosts[1].root)
