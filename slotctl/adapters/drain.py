@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from ..errors import SlotctlError
@@ -57,6 +55,9 @@ class Drain:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
                 raise DrainError(f"quiesce.{what}_command {command[0]} failed: {tail[0]}")
         if url:
+            import urllib.error  # deferred: status and every CLI start would pay for it
+            import urllib.request
+
             req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:

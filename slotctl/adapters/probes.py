@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from typing import Any
 
 
 def http(url: str, expect: dict[str, Any], timeout: float = 5) -> str | None:
+    import urllib.error  # deferred: only hosts with an HTTP probe pay for it
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read(1 << 20)
