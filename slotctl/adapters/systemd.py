@@ -116,6 +116,11 @@ class Systemd:
         return self._run_job("RestartUnit", name, timeout)
 
     def reset_failed(self, name: str) -> None:
-        # A unit that hit its start limit refuses StartUnit until this is called.
-        if self.state(name).active_state == "failed":
-            self._call(f"reset-failed {name}", self._manager.ResetFailedUnit, name)
+        """Clear a failed state and the start-rate counter: StartLimitBurst guards against crash loops,
+        not against an operator's deploys in quick succession."""
+        def reset() -> None:
+            unit = self._unit(name)  # LoadUnit: an inactive unit may have been unloaded meanwhile
+            if unit.LoadState == "loaded":
+                unit.ResetFailed()
+
+        self._call(f"reset-failed {name}", reset)

@@ -1,0 +1,135 @@
+"""Building a slot of a realistic trading bot: slotctl against the same work by hand and against the naive way.
+
+    .venv/bin/python bench/build.py
+
+The lockfile pins bench/trading-bot.in's packages with their dependencies (about
+40: ccxt, pandas, numpy, aiohttp, sqlalchemy, ...). The first run resolves them
+with uv and downloads the wheels into bench/.cache/wheels; every later run is
+offline. Side by side, with a warm uv cache:
+  slotctl   `slotctl build` into the inactive slot (export, venv, bytecode, units, manifest, checks)
+  floor     by hand: git archive | tar -x; uv venv; uv pip sync --require-hashes --compile-bytecode
+  naive     python -m venv; pip install --require-hashes (once: it is slow)
+Targets: slotctl within 1.25x of the floor; at least 5x faster than the naive way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import yaml  # noqa: E402
+from _host import bench_host  # noqa: E402
+from _machine import describe  # noqa: E402
+
+from slotctl.adapters.venv import uv_bin  # noqa: E402
+from slotctl.core.lockfile import normalize  # noqa: E402
+
+CACHE = HERE / ".cache"
+UV = uv_bin()
+RUNS = 3
+
+
+def wheelhouse() -> tuple[Path, str]:
+    """Pins and wheels, fetched once; returns the wheel folder and a hash-pinned lockfile."""
+    pins, wheels = CACHE / "pins.txt", CACHE / "wheels"
+    if not pins.exists():
+        CACHE.mkdir(exist_ok=True)
+        subprocess.run([UV, "pip", "compile", "--no-config", "-q", "--python-version", "3.11",
+                        str(HERE / "trading-bot.in"), "-o", str(pins)], check=True)
+    if not wheels.is_dir() or not any(wheels.iterdir()):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "-d", str(wheels), "-r", str(pins)], check=True)
+    files = {}
+    for f in wheels.glob("*.whl"):
+        name, version = f.name.split("-")[:2]
+        files[(normalize(name), version)] = f
+    lines = []
+    for line in pins.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, version = line.split("==")
+            f = files[(normalize(name), version.strip())]
+            lines.append(f"{name}=={version.strip()} \\\n    --hash=sha256:{hashlib.sha256(f.read_bytes()).hexdigest()}\n")
+    return wheels, "".join(lines)
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    wheels, lock = wheelhouse()
+    npins = lock.count("==")
+    with bench_host() as host:
+        work = Path(tempfile.mkdtemp(prefix="slotctl-bench-build-", dir=host.sandbox.shared))
+        repo = work / "repo"
+        shutil.copytree(Path(host.ctx.host.repo), repo)
+        (repo / "requirements.lock").write_text(lock)
+        subprocess.run(["git", "-C", str(repo), "add", "requirements.lock"], check=True)
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=bench@slotctl.invalid",
+                        "commit", "-q", "-m", "a realistic lockfile"], check=True)
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        doc = yaml.safe_load(host.inventory.read_text())
+        doc["defaults"].update(repo=str(repo), commit=sha, index={"find_links": [str(wheels)], "offline": True})
+        inv = work / "inventory.yaml"
+        inv.write_text(yaml.safe_dump(doc))
+        env = host.env()
+
+        def slotctl_build() -> None:
+            subprocess.run([sys.executable, "-m", "slotctl", "-i", str(inv), "build"], env=env, check=True, capture_output=True)
+
+        def floor() -> None:
+            d = work / "floor"
+            shutil.rmtree(d, ignore_errors=True)
+            (d / "src").mkdir(parents=True)
+            archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha], stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", str(d / "src")], stdin=archive.stdout, check=True)
+            archive.wait()
+            subprocess.run([UV, "venv", "-q", "--no-config", "--python", "python3.11", str(d / "venv")], check=True)
+            subprocess.run([UV, "pip", "sync", "-q", "--no-config", "--require-hashes", "--compile-bytecode",
+                            "--python", str(d / "venv/bin/python"), "--no-index", "--find-links", str(wheels), "--offline",
+                            str(repo / "requirements.lock")], check=True)
+
+        def naive(compile_: bool = True) -> None:
+            d = work / "naive"
+            shutil.rmtree(d, ignore_errors=True)
+            subprocess.run(["python3.11", "-m", "venv", str(d)], check=True)
+            subprocess.run([str(d / "bin/pip"), "install", "-q", "--require-hashes", "--no-index", "--find-links",
+                            str(wheels), "-r", str(repo / "requirements.lock"), *([] if compile_ else ["--no-compile"])],
+                           check=True, env={k: v for k, v in os.environ.items() if not k.startswith("PIP_")})
+
+        def uv_only() -> None:  # the install alone, without bytecode: where uv's speed shows
+            d = work / "uvonly"
+            shutil.rmtree(d, ignore_errors=True)
+            subprocess.run([UV, "venv", "-q", "--no-config", "--python", "python3.11", str(d)], check=True)
+            subprocess.run([UV, "pip", "sync", "-q", "--no-config", "--require-hashes", "--python", str(d / "bin/python"),
+                            "--no-index", "--find-links", str(wheels), "--offline", str(repo / "requirements.lock")], check=True)
+
+        floor()  # warm uv's cache
+        ours = statistics.median(timed(slotctl_build) for _ in range(RUNS))
+        fl = statistics.median(timed(floor) for _ in range(RUNS))
+        nv = timed(naive)
+        nv_bare = timed(lambda: naive(False))
+        uv_bare = statistics.median(timed(uv_only) for _ in range(RUNS))
+    print(f"machine: {describe()}")
+    print(f"lockfile: {npins} pins, {sum(f.stat().st_size for f in wheels.iterdir()) / 1e6:.0f} MB of wheels; uv cache warm")
+    print(f"slotctl build   {ours:6.2f} s   {ours / fl:4.2f}x the floor (target <= 1.25x)")
+    print(f"floor, by hand  {fl:6.2f} s")
+    print(f"naive pip       {nv:6.2f} s   slotctl is {nv / ours:4.1f}x faster (target >= 5x)")
+    print(f"without bytecode: uv venv + sync {uv_bare:5.2f} s, venv + pip install --no-compile {nv_bare:5.2f} s "
+          f"({nv_bare / uv_bare:.0f}x): compiling the bytecode is the floor's cost, not the install")
+
+
+if __name__ == "__main__":
+    main()
