@@ -28,9 +28,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import yaml  # noqa: E402
+
 from _host import bench_host  # noqa: E402
 from _machine import describe  # noqa: E402
-
 from slotctl.adapters.venv import uv_bin  # noqa: E402
 from slotctl.core.lockfile import normalize  # noqa: E402
 

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 import yaml  # noqa: E402
+
 from _machine import describe  # noqa: E402
 from sshhosts import keypair, remote_defaults, start_host  # noqa: E402
 

@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import describe  # noqa: E402
-
 from slotctl.adapters import venv  # noqa: E402
 from slotctl.core import lockfile, parity  # noqa: E402
 from slotctl.inventory import IndexConfig  # noqa: E402

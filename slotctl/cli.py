@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from . import __version__
+from . import __version__, ui
 from .errors import AUDIT_FAILED, BAD_INPUT, DEPLOY_FAILED, LOCKED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
 
 app = typer.Typer(
@@ -66,8 +66,7 @@ class Opts:
         return o
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+_say = ui.say
 
 
 def command(name: str) -> Callable:
@@ -104,7 +103,7 @@ def _contexts(opts: Opts):
     inv = inventory.load(opts.inventory)
     hosts = inv.select(opts.hosts, opts.all)
     proc_root = Path(os.environ.get("SLOTCTL_PROC_ROOT", "/proc"))
-    return [HostContext(h, None, proc_root, say=_say) for h in hosts]
+    return [HostContext(h, None, proc_root, say=ui.say, progress=ui.progress) for h in hosts]
 
 
 def _is_fleet(contexts) -> bool:
@@ -124,13 +123,27 @@ def _print_rows(command: str, rows, opts: Opts, note: str | None = None) -> int:
     if opts.json:
         print(envelope(command, code, {r.host: r for r in rows}, None, note))
     else:
-        print(rows_text(rows, note))
+        ui.out(rows_text(rows, note))
     return code
+
+
+def version_text() -> str:
+    """The version, and the commit when slotctl runs from a git checkout (as the quick start's does)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    if (here / ".git").exists():
+        proc = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if proc.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True).stdout.strip()
+            return f"slotctl {__version__} (commit {proc.stdout.strip()}{', with local changes' if dirty else ''})"
+    return f"slotctl {__version__} (not a git checkout: commit unknown)"
 
 
 def _version(value: bool) -> None:
     if value:
-        print(f"slotctl {__version__}")
+        print(version_text())
         raise typer.Exit()
 
 
@@ -174,7 +187,7 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
     if opts.json:
         print(envelope("status", code, {r.host: r for r in results}))
     else:
-        print("\n".join(status_text(r) for r in results))
+        ui.out("\n".join(status_text(r) for r in results))
     return code
 
 
@@ -243,7 +256,7 @@ def deploy(
         if opts.json:
             print(envelope("deploy", OK, {n: p.to_dict() | {"dry_run": True} for n, p in plans.items()}))
         else:
-            print("\n".join(plan_text(p) for p in plans.values()))
+            ui.out("\n".join(plan_text(p) for p in plans.values()))
         return OK
     _confirm(yes, "deploy " + ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items()) + "?")
     outcomes = []
@@ -255,7 +268,7 @@ def deploy(
     if opts.json:
         print(envelope("deploy", code, {o.host: o for o in outcomes}))
     else:
-        print("\n".join(outcome_text(o) for o in outcomes))
+        ui.out("\n".join(outcome_text(o) for o in outcomes))
     return code
 
 
@@ -282,7 +295,7 @@ def verify(ctx: typer.Context,
     if opts.json:
         print(envelope("verify", code, {r.host: r.to_dict() for r in reports}))
     else:
-        print("\n".join(verify_text(r) for r in reports))
+        ui.out("\n".join(verify_text(r) for r in reports))
     return code
 
 
@@ -371,7 +384,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
     if opts.json:
         print(envelope("rollback", code, {o.host: o for o in outcomes}))
     else:
-        print("\n".join(outcome_text(o) for o in outcomes))
+        ui.out("\n".join(outcome_text(o) for o in outcomes))
     return code
 
 

@@ -69,11 +69,13 @@ def status_text(s: Status) -> str:
     for f in s.findings:
         if f["severity"] != "drift":
             lines.append(f"  note      {f['kind']} {f['subject']}: {f['detail']} ({f['severity']})")
-    if s.problems:
-        lines.append(f"  PROBLEMS ({len(s.problems)}):")
-        lines += [f"    - {p}" for p in s.problems]
-    else:
-        lines.append("  ok")
+    lines.append("  checks:")
+    for c in s.checks:
+        if c.ok:
+            lines.append(f"    ok    {c.id} {c.name}")
+        else:
+            lines += [f"    FAIL  {c.id} {c.name}: {p}" for p in c.problems]
+    lines.append(f"  {len(s.problems)} problem(s)" if s.problems else "  ok")
     return "\n".join(lines)
 
 

@@ -79,7 +79,7 @@ def start_host(name: str, directory: Path, client_pub: Path, known_hosts: Path) 
         except OSError:
             if time.monotonic() > deadline:
                 sb.stop()
-                raise RuntimeError(f"sshd of {name} did not listen on {port}")
+                raise RuntimeError(f"sshd of {name} did not listen on {port}") from None
             time.sleep(0.02)
     pub = (ssh_dir / "host_key.pub").read_text().split()
     with open(known_hosts, "a") as f:

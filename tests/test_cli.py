@@ -16,7 +16,9 @@ def slotctl(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 
 def test_version_and_help_name_the_exit_codes():
-    assert slotctl("--version").stdout.strip() == f"slotctl {__version__}"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1]).stdout.strip()
+    assert slotctl("--version").stdout.startswith(f"slotctl {__version__} (commit {head}")
     help_text = slotctl("--help").stdout
     for cmd in ("status", "build", "deploy", "rollback", "demo", "sandbox"):
         assert cmd in help_text

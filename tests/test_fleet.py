@@ -85,7 +85,7 @@ def test_fleet_status_is_one_row_per_host(fleet):
 def test_a_rolling_deploy_reaches_every_host_and_each_switches_itself(fleet):
     proc = fleet.cli("deploy", "--all", "--serial", "2", "--yes", "--json", "--commit", fleet.bot_repo.sha["v1"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name, row in rows(proc).items():
+    for row in rows(proc).values():
         assert row["exit_code"] == 0 and row["commit"] == fleet.bot_repo.sha["v1"], row
     for h in fleet.hosts:
         assert fleet.active(h) == "slots/blue"

@@ -157,7 +157,8 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
         lock_path = slot_dir / "requirements.lock"
         fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()
-        venvmod.build(slot_dir / "venv", host.python, lock_path, host.index)
+        with ctx.progress(f"building the venv of slot {p.slot} with uv"):
+            venvmod.build(slot_dir / "venv", host.python, lock_path, host.index)
         installed = venvmod.distributions(slot_dir / "venv")
         _check_installed_equals_lock(installed, p.pins, host.lockfile)
         _compile_src(slot_dir)

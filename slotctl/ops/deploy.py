@@ -56,7 +56,8 @@ def activate(ctx: HostContext, slot: str, positions: tuple[str, ...] | None,
     took = switch_to(ctx, slot, before_start)
     ctx.say(f"  switched to slot {slot} in {took:.2f}s; probing for {ctx.host.health.window:g}s")
     with ctx.step("probe", slot=slot) as rec:
-        result = replace(probe(ctx, slot, positions), switch_seconds=took)
+        with ctx.progress(f"probing slot {slot} for {ctx.host.health.window:g}s"):
+            result = replace(probe(ctx, slot, positions), switch_seconds=took)
         rec.update(healthy=result.ok, problems=result.problems)
     return result
 

@@ -66,6 +66,7 @@ class HostContext:
     proc_root: Path = Path("/proc")  # where MainPID's /proc lives; a sandbox's is elsewhere
     say: Callable[[str], None] = _quiet
     run: Run | None = None  # the journal of the deploy in progress, if any
+    progress: Callable[[str], contextlib.AbstractContextManager[None]] = contextlib.nullcontext  # a spinner on a terminal
     _systemd: Systemd | None = field(default=None, repr=False)
 
     def step(self, name: str, **fields: Any) -> contextlib.AbstractContextManager[dict[str, Any]]:

@@ -87,7 +87,8 @@ def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout
         ctx.say(f"  quiesce: drain requested ({drain.flag}); policy {ctx.host.quiesce.policy}, "
                 f"timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
         try:
-            result = wait(ctx, deploy_id, since, timeout)
+            with ctx.progress("quiesce: waiting for the bot to be flat or recorded"):
+                result = wait(ctx, deploy_id, since, timeout)
         except BaseException:
             drain.lift()  # nothing was switched: the running bot goes back to trading
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,9 +11,35 @@ from ..adapters import backups
 from ..adapters.drain import Drain
 from ..adapters.state import read_positions
 from ..core.layout import SLOTS
+from ..core.quiesce import OK as OK_STATE
+from ..core.quiesce import GateObservation, suspicious
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
 from .host import HostContext
 from .verify import verify
+
+# The audit: each check answers one risk of operator-safety-audit.md (or, SLOTCTL-*, one of slotctl's own).
+CHECKS = {
+    "SLOTCTL-RELEASE": "active-release-complete-and-good",
+    "SLOTCTL-UNIT": "bot-unit-running",
+    "SLOTCTL-DRAIN": "bot-not-drained",
+    "RISK-004": "unit-points-to-active-slot",
+    "RISK-006": "positions-file-consistent",
+    "RISK-008": "config-parity",
+    "RISK-010": "dependency-parity",
+    "RISK-012": "positions-file-not-emptied",
+    "RISK-013": "bot-and-dashboard-share-logs",
+    "RISK-015": "heartbeat-fresh",
+    "RISK-017": "good-backup-exists",
+}
+
+
+@dataclass
+class Check:
+    id: str
+    name: str
+    ok: bool
+    problems: list[str]
+    evidence: dict[str, Any]
 
 
 @dataclass
@@ -25,11 +52,12 @@ class Status:
     process_slot: str | None
     heartbeat_age: float | None
     heartbeat: dict[str, Any] | None
-    problems: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)  # parity of the active slot
     drained: dict[str, Any] | None = None  # the drain flag's record while the bot is asked to open nothing
     snapshot: dict[str, Any] | None = None  # the newest snapshot of the bot's state
     positions: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)  # every failed check's problems, in check order
 
     @property
     def exit_code(self) -> int:
@@ -38,15 +66,18 @@ class Status:
 
 def status(ctx: HostContext) -> Status:
     host = ctx.host
-    problems: list[str] = []
+    found: dict[str, list[str]] = {cid: [] for cid in CHECKS}
+    evidence: dict[str, dict[str, Any]] = {cid: {} for cid in CHECKS}
+
+    # The release trading-bot-current names.
     try:
         active = ctx.active_slot()
     except SlotctlError as e:
         active = None
-        problems.append(e.message)
+        found["RISK-004"].append(e.message)
     else:
         if active is None:
-            problems.append(f"{ctx.layout.current}: missing: nothing deployed yet")
+            found["SLOTCTL-RELEASE"].append(f"{ctx.layout.current}: missing: nothing deployed yet")
     slots: dict[str, dict[str, Any]] = {}
     for slot in SLOTS:
         m, why = ctx.manifest(slot)
@@ -57,64 +88,153 @@ def status(ctx: HostContext) -> Status:
             slots[slot] = {"complete": True, "commit": m.commit, "verdict": m.verdict,
                            "verdict_reason": m.verdict_reason, "built_at": m.built_at}
     if active is not None and not slots[active]["complete"]:
-        problems.append(f"active slot {active} is incomplete: {slots[active]['problem']}")
+        found["SLOTCTL-RELEASE"].append(f"active slot {active} is incomplete: {slots[active]['problem']}")
     if active is not None and slots[active].get("verdict") == "bad":
-        problems.append(f"active slot {active} is marked bad: {slots[active]['verdict_reason']}")
+        found["SLOTCTL-RELEASE"].append(f"active slot {active} is marked bad: {slots[active]['verdict_reason']}")
+    evidence["SLOTCTL-RELEASE"] = {"active_slot": active, "slots": slots}
+
+    # Parity: dependencies, config, units.
     findings: list[dict[str, Any]] = []
     if active is not None and slots[active]["complete"]:
         try:
             report = verify(ctx, active)
         except SlotctlError as e:
-            problems.append(f"parity of slot {active}: {e.message}")
+            found["RISK-010"].append(f"parity of slot {active}: {e.message}")
         else:
             findings = [f.to_dict() for f in report.findings]
-            problems += [f"drift: {f.line()}" for f in report.drift]
+            owner = {"dependency": "RISK-010", "python": "RISK-010", "config": "RISK-008", "unit": "RISK-004",
+                     "manifest": "SLOTCTL-RELEASE"}
+            for f in report.drift:
+                found[owner[f.kind]].append(f"drift: {f.line()}")
+    evidence["RISK-008"] = {"files": list(host.config.files), "allow_differ": list(host.config.allow_differ)}
 
+    # The running bot.
     unit: dict[str, Any] = {"name": host.service}
     process_slot = None
     try:
         st = ctx.systemd.state(host.service)
     except SystemdError as e:
-        problems.append(e.message)
+        found["SLOTCTL-UNIT"].append(e.message)
         st = None
     if st is not None:
         unit.update(load_state=st.load_state, active_state=st.active_state, sub_state=st.sub_state,
                     main_pid=st.main_pid, n_restarts=st.n_restarts)
         if not st.running:
-            problems.append(f"{host.service} is {st.active_state}/{st.sub_state}, expected active/running")
+            found["SLOTCTL-UNIT"].append(f"{host.service} is {st.active_state}/{st.sub_state}, expected active/running")
         if st.main_pid:
             process_slot = ctx.process_slot(st.main_pid)
             if active is not None and process_slot != active:
-                problems.append(f"{host.service} (pid {st.main_pid}) runs from slot {process_slot}, "
-                                f"but {ctx.layout.current.name} names slot {active}: stale code")
+                found["RISK-004"].append(f"{host.service} (pid {st.main_pid}) runs from slot {process_slot}, "
+                                         f"but {ctx.layout.current.name} names slot {active}: stale code")
+    evidence["SLOTCTL-UNIT"] = unit
+    try:
+        link = os.readlink(ctx.layout.current)
+    except OSError:
+        link = None
+    evidence["RISK-004"] = {"trading-bot-current": link, "process_slot": process_slot}
 
     hb, hb_problem = ctx.heartbeat()
     age = None
     if hb_problem:
-        problems.append(hb_problem)
+        found["RISK-015"].append(hb_problem)
     elif hb is None:
-        problems.append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
+        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
     else:
         age = round(time.time() - hb.ts, 2)
         if age > host.health.max_age:
-            problems.append(f"heartbeat is {age:.1f}s old, max_age is {host.health.max_age:g}s")
+            found["RISK-015"].append(f"heartbeat is {age:.1f}s old, max_age is {host.health.max_age:g}s")
         if st is not None and hb.pid is not None and st.main_pid and hb.pid != st.main_pid:
-            problems.append(f"heartbeat written by pid {hb.pid}, but {host.service}'s main pid is {st.main_pid}")
+            found["RISK-015"].append(f"heartbeat written by pid {hb.pid}, but {host.service}'s main pid is {st.main_pid}")
+    evidence["RISK-015"] = {"age": age, "max_age": host.health.max_age, "pid": hb.pid if hb else None}
+
+    # The bot's state and its backups.
+    positions_file = host.path(host.quiesce.positions_file)
+    pos = read_positions(positions_file, host.quiesce.lock_wait)
+    positions = {"state": pos.state, "open": list(pos.ids), "detail": pos.detail}
+    running = st is not None and st.running
+    if running and pos.state not in (OK_STATE,):
+        found["RISK-006"].append(f"positions file {positions_file} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
+    elif running and hb is not None and hb.open_positions is not None and hb.open_positions != pos.count:
+        # A heartbeat older than the file may simply not have caught up yet: only a newer one can disagree.
+        if hb.ts > _mtime(positions_file):
+            found["RISK-006"].append(f"the bot reports {hb.open_positions} open position(s), its positions file holds "
+                                     f"{pos.count}: the bot's memory and its file disagree")
+    evidence["RISK-006"] = positions
+    snaps = backups.list_all(ctx.layout.backups)
+    newest_good = next((s for s in snaps if s.get("good")), None)
+    why = suspicious(GateObservation(time.time(), running, hb, pos),
+                     len(newest_good["open_positions"]) if newest_good else None)
+    if why:
+        found["RISK-012"].append(f"{positions_file}: {why}")
+    evidence["RISK-012"] = {"positions": pos.state, "newest_good_snapshot": newest_good["id"] if newest_good else None}
+    if active is not None and newest_good is None:
+        found["RISK-017"].append(f"no good snapshot of the bot's state in {ctx.layout.backups}")
+    evidence["RISK-017"] = {"snapshots": len(snaps), "newest_good": newest_good["id"] if newest_good else None}
+
+    # Bot and dashboard read and write the same places (RISK-013).
+    if active is not None and slots[active]["complete"]:
+        found["RISK-013"] += _shared_paths(ctx, active, st)
+    evidence["RISK-013"] = {"log_file": str(host.path(host.health.log_file)) if host.health.log_file else None}
+
     drained = Drain(host).active()
     if drained is not None:
-        problems.append(f"the bot is drained (opens no new positions) since {_ago(drained.get('since'))}, "
-                        f"by {drained.get('by')} for deploy {drained.get('deploy')}; remove {host.path(host.quiesce.drain_file)} "
-                        "or finish that deploy (`slotctl recover`) to let it trade")
-    snaps = backups.list_all(ctx.layout.backups)
-    snapshot = snaps[0] if snaps else None
-    pos = read_positions(host.path(host.quiesce.positions_file), host.quiesce.lock_wait)
-    positions = {"state": pos.state, "open": list(pos.ids), "detail": pos.detail}
+        found["SLOTCTL-DRAIN"].append(
+            f"the bot is drained (opens no new positions) since {_ago(drained.get('since'))}, by {drained.get('by')} "
+            f"for deploy {drained.get('deploy')}; remove {host.path(host.quiesce.drain_file)} or finish that deploy "
+            "(`slotctl recover`) to let it trade")
+    evidence["SLOTCTL-DRAIN"] = drained or {}
+
+    checks = [Check(cid, name, not found[cid], found[cid], evidence[cid]) for cid, name in CHECKS.items()]
     return Status(
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
         heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
-        problems=problems, findings=findings, drained=drained, snapshot=snapshot, positions=positions,
+        checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
+        problems=[p for c in checks for p in c.problems],
     )
+
+
+def _mtime(path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _environment(unit_text: str) -> dict[str, str]:
+    env = {}
+    for line in unit_text.splitlines():
+        if line.startswith("Environment="):
+            value = line[len("Environment="):].strip().strip('"')
+            key, _, val = value.partition("=")
+            env[key] = val
+    return env
+
+
+def _shared_paths(ctx: HostContext, active: str, st) -> list[str]:
+    """The bot's and the dashboard's units give them the same data and log paths, and the log is written."""
+    problems = []
+    units_dir = ctx.layout.slot(active) / "units"
+    bot_unit = units_dir / ctx.host.service
+    try:
+        bot_env = _environment(bot_unit.read_text())
+    except FileNotFoundError:
+        return [f"{bot_unit}: missing"]
+    for other in ctx.units[1:]:
+        try:
+            env = _environment((units_dir / other).read_text())
+        except FileNotFoundError:
+            continue  # no such unit on this host (no dashboard)
+        for key in ("BOT_LOG_DIR", "BOT_DATA_DIR"):
+            if env.get(key) != bot_env.get(key):
+                problems.append(f"{other} has {key}={env.get(key)}, the bot has {key}={bot_env.get(key)}: "
+                                "they do not read and write the same place")
+    log_file = ctx.host.health.log_file
+    if log_file and st is not None and st.running:
+        path = ctx.host.path(log_file)
+        if _mtime(path) < st.exec_main_start_us / 1e6:
+            problems.append(f"log file {path} not written since the bot started: the dashboard reads it")
+    return problems
 
 
 def _ago(ts: Any) -> str:
