@@ -483,4 +483,15 @@ def sandbox_stop(ctx: typer.Context, directory: Path) -> int:
 
 
 def main() -> None:
-    app(prog_name="slotctl")
+    """Usage errors too are one line (click prints a usage block), with exit 2."""
+    try:
+        code = app(prog_name="slotctl", standalone_mode=False)
+    except typer.Abort:
+        print("slotctl: aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as e:  # click's UsageError and friends, as vendored by typer
+        path = getattr(getattr(e, "ctx", None), "command_path", "slotctl")
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        print(f"{path}: error: {' '.join(message.split())} (see `{path} --help`)", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", BAD_INPUT))
+    sys.exit(code or 0)

@@ -9,6 +9,7 @@ HostConfig. Anything unknown, mistyped or missing is an InputError (exit 2).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -36,6 +37,9 @@ def _relative(v: str) -> str | None:
     if not v or p.is_absolute() or ".." in p.parts:
         return "a relative path that stays inside the root (no '..', not absolute)"
     return None
+
+
+SECRET_RE = re.compile(r"(secret|passw|token|api_?key|private|credential)", re.IGNORECASE)
 
 
 def _check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
@@ -148,12 +152,19 @@ class HostConfig:
     quiesce: QuiesceConfig = QuiesceConfig()
     health: HealthConfig = HealthConfig()
     backups: BackupsConfig = BackupsConfig()
+    require_signed_commits: bool = False  # git verify-commit must accept the pinned commit
+    # Secrets reach the units only as EnvironmentFile= references; their content is never read by slotctl.
+    environment_files: tuple[str, ...] = ()
     ssh: str | None = field(default=None, metadata=_check(_ssh))
     remote: RemoteConfig = RemoteConfig()
 
     def path(self, rel: str) -> Path:
-        """A root-relative path of the inventory (validated to stay inside the root)."""
-        return self.root / rel
+        """A root-relative path of the inventory; a symlink on the way that leads out of the root is refused."""
+        p = self.root / rel
+        real, root = os.path.realpath(p), os.path.realpath(self.root)
+        if real != root and not real.startswith(root + os.sep):
+            raise InputError(f"{p}: resolves to {real}, outside the root {self.root}: refusing to use it")
+        return p
 
 
 @dataclass(frozen=True)
@@ -266,8 +277,13 @@ class _Checker:
                 if not isinstance(k, str) or not k:
                     self.fail(key, "string keys", k)
                 if vt is Any:
+                    if key.endswith("vars") and SECRET_RE.search(k):
+                        # Rendered into unit text, a secret would be readable by anyone; its value is never printed.
+                        self.fail(f"{key}.{k}", "no secrets in vars: put them in a file named by environment_files")
                     if not isinstance(item, (str, int, float, bool)):
                         self.fail(f"{key}.{k}", "a string, number or boolean", item)
+                    if isinstance(item, str) and ("\n" in item or "\0" in item):
+                        self.fail(f"{key}.{k}", "a single line without NUL", item)
                     out[k] = item
                 else:
                     out[k] = self.value(vt, item, f"{key}.{k}")

@@ -68,15 +68,21 @@ def test_a_missing_template_is_named(tmp_path):
     ('say "hi"', '"say \\"hi\\""'),
     ("back\\slash", '"back\\\\slash"'),
     ("100%", '"100%%"'),
-    ("$HOME", '"$$HOME"'),
+    ("$HOME", '"$HOME"'),  # Environment= does not expand $
 ])
-def test_values_are_quoted_the_way_systemd_reads_them(value, quoted):
-    assert units.sd_quote(value) == quoted
+def test_environment_values_are_quoted_the_way_systemd_reads_them(value, quoted):
+    assert units.sd_env(value) == quoted
+
+
+def test_exec_words_double_dollar_and_percent():
+    assert units.sd_exec("$(id)") == '"$$(id)"'
+    assert units.sd_exec("plain-word") == "plain-word"
 
 
 def test_a_newline_cannot_reach_a_unit_file():
-    with pytest.raises(ValueError):
-        units.sd_quote("a\nExecStartPre=/bin/evil")
+    for f in (units.sd_env, units.sd_exec, units.sd_path):
+        with pytest.raises(ValueError):
+            f("a\nExecStartPre=/bin/evil")
 
 
 def test_install_links_units_through_current_and_refuses_a_foreign_unit(tmp_path):

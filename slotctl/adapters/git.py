@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -50,10 +51,32 @@ class Source:
         except KeyError:
             raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no file {path!r}") from None
 
+    def verify_signature(self, commit) -> None:
+        """require_signed_commits: `git verify-commit` with the keys of the user running slotctl."""
+        try:
+            self.repo.git.verify_commit(commit.hexsha)
+        except self._git.GitCommandError as e:
+            why = (e.stderr or "").strip().splitlines()
+            raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no valid signature "
+                             f"(require_signed_commits){': ' + why[-1] if why else ''}") from None
+
+    def check_tree(self, commit) -> None:
+        """Refuse a commit whose symlinks point outside its own tree: exported, they would reach the host."""
+        for item in commit.tree.traverse():
+            if item.type == "blob" and item.mode == 0o120000:
+                target = item.data_stream.read().decode(errors="replace")
+                resolved = os.path.normpath(os.path.join(os.path.dirname(item.path), target))
+                if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                    raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]}: symlink {item.path} -> {target} "
+                                     "leaves the tree")
+
     def export(self, commit, dest: Path) -> None:
         """Write the commit's tree into dest (which must be empty): `git archive | tar -x`, without a shell."""
         buf = io.BytesIO()
         self.repo.archive(buf, treeish=commit.hexsha, format="tar")
         buf.seek(0)
         with tarfile.open(fileobj=buf) as tar:
-            tar.extractall(dest, filter="data")
+            try:
+                tar.extractall(dest, filter="data")
+            except tarfile.FilterError as e:
+                raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]}: {e}") from None

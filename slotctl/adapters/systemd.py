@@ -89,6 +89,18 @@ class Systemd:
 
         return self._call(f"read state of {name}", read)
 
+    def settings(self, name: str) -> dict:
+        """How systemd parsed the unit: its load state, ExecStart argv, WorkingDirectory, Environment, User."""
+
+        def read() -> dict:
+            unit = self._unit(name)
+            svc = unit["org.freedesktop.systemd1.Service"]
+            return {"load_state": unit.LoadState, "exec_start": [list(e[1]) for e in svc.ExecStart],
+                    "working_directory": svc.WorkingDirectory, "environment": list(svc.Environment),
+                    "environment_files": [f[0] for f in svc.EnvironmentFiles], "user": svc.User}
+
+        return self._call(f"read settings of {name}", read)
+
     def _job_pending(self, job_path: str) -> bool:
         jobs = self._call("list jobs", self._manager.ListJobs)
         return any(j[4] == job_path for j in jobs)

@@ -17,19 +17,44 @@ from . import fs
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
-def sd_quote(value: str) -> str:
-    """One systemd word in double quotes: backslash and quote escaped, % and $ kept literal."""
-    if "\n" in value:
-        raise ValueError("a unit value cannot hold a newline")
-    v = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{v}"'
+# systemd reads each directive its own way; one filter per way (systemd.service(5), systemd.exec(5)).
 
 
-def sd_word(value: str) -> str:
+def _one_line(value: str) -> str:
     value = str(value)
-    if re.fullmatch(r"[A-Za-z0-9_./:@+-]+", value):
-        return value
-    return sd_quote(value)
+    if "\n" in value or "\0" in value:
+        raise ValueError("a unit value cannot hold a newline or NUL")
+    return value
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sd_env(assignment: str) -> str:
+    """Environment="KEY=value": C-style quoting; % is a specifier; $ is literal here."""
+    return _quoted(_one_line(assignment).replace("%", "%%"))
+
+
+def sd_exec(word: str) -> str:
+    """One word of ExecStart=: quoted when needed; % and $ are expanded by systemd, so doubled."""
+    value = _one_line(word).replace("%", "%%").replace("$", "$$")
+    return value if re.fullmatch(r"[A-Za-z0-9_./:@+=-]+", value) else _quoted(value)
+
+
+def sd_command(path: str) -> str:
+    """The first word of ExecStart=: systemd expands specifiers in it but not $VARIABLES (seen on systemd 252)."""
+    value = _one_line(path).replace("%", "%%")
+    return value if re.fullmatch(r"[A-Za-z0-9_./:@+=-]+", value) else _quoted(value)
+
+
+def sd_path(value: str) -> str:
+    """A path or name directive (WorkingDirectory=, EnvironmentFile=, User=): taken raw to the end of the line,
+    no quoting; only specifiers (%) need escaping."""
+    value = _one_line(value)
+    if value != value.strip():
+        raise ValueError(f"{value!r}: leading or trailing spaces would be lost by systemd")
+    return value.replace("%", "%%")
 
 
 def sd_seconds(value: float) -> str:
@@ -37,7 +62,7 @@ def sd_seconds(value: float) -> str:
 
 
 def sd_args(argv: list[str]) -> str:
-    return " ".join(sd_word(a) for a in argv)
+    return " ".join(sd_exec(a) for a in argv)
 
 
 def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
@@ -52,6 +77,7 @@ def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
         "src": str(current / "src"),
         "python": str(current / "venv" / "bin" / "python"),
         "service": host.service,
+        "environment_files": list(host.environment_files),
         "notify": host.health.notify,
         "watchdog": host.health.watchdog,
         "start_timeout": host.health.start_timeout,
@@ -84,7 +110,7 @@ def render(host: HostConfig, commit: str) -> dict[str, str]:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters.update(sd_quote=sd_quote, sd_word=sd_word, sd_args=sd_args, sd_seconds=sd_seconds)
+    env.filters.update(sd_env=sd_env, sd_exec=sd_exec, sd_command=sd_command, sd_path=sd_path, sd_args=sd_args, sd_seconds=sd_seconds)
     context = template_context(host, commit)
     out: dict[str, str] = {}
     for unit, template in host.units.items():

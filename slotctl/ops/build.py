@@ -101,6 +101,9 @@ def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     sha = pinned_commit(ctx, commit)
     source = gitsrc.Source(host.repo, ctx.layout.state_dir / "git-cache")
     commit_obj = source.resolve(sha)
+    source.check_tree(commit_obj)
+    if host.require_signed_commits:
+        source.verify_signature(commit_obj)
     lock_bytes = source.read(commit_obj, host.lockfile)
     try:
         pins = lockfile.parse(lock_bytes.decode(), f"{host.lockfile} at {sha[:12]}")
@@ -188,6 +191,7 @@ def _prepare_root(ctx: HostContext) -> None:
     layout, host = ctx.layout, ctx.host
     layout.slots.mkdir(parents=True, exist_ok=True)
     layout.state_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(layout.state_dir, 0o700)  # an existing one too: journal, backups and locks are nobody else's
     for rel in (host.shared.data, host.shared.logs, host.shared.control):
         (host.root / rel).mkdir(parents=True, exist_ok=True)
     for rel in (host.quiesce.positions_file, host.health.heartbeat_file, host.quiesce.drain_file):
