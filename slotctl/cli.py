@@ -116,6 +116,17 @@ def _local_only(contexts, what: str) -> None:
         raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
 
 
+def _emit(opts: Opts, command: str, code: int, by_host: dict, text: str) -> int:
+    """The one place results are printed: the JSON envelope, or text for people."""
+    from .render import envelope
+
+    if opts.json:
+        print(envelope(command, code, by_host))
+    else:
+        ui.out(text)
+    return code
+
+
 def _print_rows(command: str, rows, opts: Opts, note: str | None = None) -> int:
     from .render import envelope, rows_text
 
@@ -172,7 +183,7 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
     Example: slotctl status --json
     """
     from .ops.status import status as get_status
-    from .render import envelope, status_text
+    from .render import status_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
@@ -184,11 +195,7 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
         return _print_rows("status", rows, opts)
     results = [get_status(c) for c in contexts]
     code = worst([r.exit_code for r in results])
-    if opts.json:
-        print(envelope("status", code, {r.host: r for r in results}))
-    else:
-        ui.out("\n".join(status_text(r) for r in results))
-    return code
+    return _emit(opts, "status", code, {r.host: r for r in results}, "\n".join(status_text(r) for r in results))
 
 
 @app.command()
@@ -265,11 +272,7 @@ def deploy(
             outcomes.append(do_deploy(c, commit, deploy_id=deploy_id, allow_drift=allow_drift,
                                       quiesce_timeout=quiesce_timeout))
     code = worst([o.exit_code for o in outcomes])
-    if opts.json:
-        print(envelope("deploy", code, {o.host: o for o in outcomes}))
-    else:
-        ui.out("\n".join(outcome_text(o) for o in outcomes))
-    return code
+    return _emit(opts, "deploy", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 
 
 @app.command()
@@ -357,7 +360,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
     """
     from .ops.deploy import rollback as do_rollback
     from .ops.session import exclusive
-    from .render import envelope, outcome_text
+    from .render import outcome_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
@@ -381,11 +384,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
         with exclusive(c, wait_lock) as (deploy_id, _):
             outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout))
     code = worst([o.exit_code for o in outcomes])
-    if opts.json:
-        print(envelope("rollback", code, {o.host: o for o in outcomes}))
-    else:
-        ui.out("\n".join(outcome_text(o) for o in outcomes))
-    return code
+    return _emit(opts, "rollback", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 
 
 @app.command()

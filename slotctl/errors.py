@@ -19,6 +19,8 @@ class SlotctlError(Exception):
     exit_code = BAD_INPUT
 
     def __init__(self, message: str) -> None:
+        # One line, always: a key or value from the user's input may hold a newline (the fuzzer found one).
+        message = " ".join(part.strip() for part in message.splitlines()) if "\n" in message or "\r" in message else message
         super().__init__(message)
         self.message = message
 

@@ -226,6 +226,7 @@ class _Checker:
         self.file = file
 
     def fail(self, key: str, expected: str, got: Any = dataclasses.MISSING) -> typing.NoReturn:
+        key = key if key.isprintable() else repr(key)  # a key that is not plain text is shown escaped
         tail = "" if got is dataclasses.MISSING else f", got {_fmt(got)}"
         raise InputError(f"{self.file}: {key}: expected {expected}{tail}")
 

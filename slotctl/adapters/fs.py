@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,21 @@ def atomic_symlink(target: Path, points_to: str, fault_point: str | None = None)
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def flock_within(fd: int, operation: int, seconds: float) -> bool:
+    """flock(fd, operation) waiting at most `seconds`; False when the lock could not be had in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 def remove_file(path: Path) -> None:

@@ -6,7 +6,6 @@ The holder's record (.slotctl/lock.holder) only says who holds it, for the messa
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -38,20 +37,15 @@ class HostLock:
     def acquire(self, command: str, deploy_id: str, wait: float = 0) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise Locked(f"{self.path}: another deploy holds the lock: {_describe(self.holder())}"
-                                 + (f" (waited {wait:g}s)" if wait else "; pass --wait-lock SECONDS to wait")) from None
-                time.sleep(0.05)
+        try:
+            got = fs.flock_within(fd, fcntl.LOCK_EX, wait)
+        except OSError:
+            os.close(fd)
+            raise
+        if not got:
+            os.close(fd)
+            raise Locked(f"{self.path}: another deploy holds the lock: {_describe(self.holder())}"
+                         + (f" (waited {wait:g}s)" if wait else "; pass --wait-lock SECONDS to wait"))
         self._fd = fd
         fs.atomic_write_json(self.holder_path, {"pid": os.getpid(), "user": who(), "host": socket.gethostname(),
                                                 "command": command, "since": time.time(), "deploy": deploy_id}, 0o600)

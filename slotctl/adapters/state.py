@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import time
 from pathlib import Path
 
 from ..core.quiesce import LOCKED, MISSING, Positions, parse_positions
+from . import fs
 
 
 def read_positions(path: Path, lock_wait: float = 1.0) -> Positions:
@@ -19,18 +18,8 @@ def read_positions(path: Path, lock_wait: float = 1.0) -> Positions:
     except FileNotFoundError:
         fd = None  # a bot that never locked: read as is (the bot writes atomically)
     try:
-        if fd is not None:
-            deadline = time.monotonic() + lock_wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        return Positions(LOCKED, detail=f"{lock_path} held for over {lock_wait:g}s")
-                    time.sleep(0.02)
+        if fd is not None and not fs.flock_within(fd, fcntl.LOCK_SH, lock_wait):
+            return Positions(LOCKED, detail=f"{lock_path} held for over {lock_wait:g}s")
         try:
             return parse_positions(path.read_bytes())
         except FileNotFoundError:
