@@ -103,6 +103,7 @@ def test_a_failed_host_is_rolled_back_there_and_the_rollout_stops_at_max_fail(fl
     doc = json.loads(proc.stdout)
     r = doc["hosts"]
     assert r["h0"]["exit_code"] == 1 and r["h0"]["active_slot"] == "blue"
+    assert r["h0"]["commit"] == fleet.bot_repo.sha["v1"]  # the summary says which commit each host runs
     assert r["h1"]["summary"] == r["h2"]["summary"] == "untouched"
     assert "stopped after 1 failed host(s) (--max-fail 1); untouched: h1, h2" in doc["note"]
     for h in fleet.hosts:

@@ -35,6 +35,7 @@ class Outcome:
     to_slot: str | None = None
     commit: str | None = None
     active_slot: str | None = None
+    active_commit: str | None = None  # what the host runs at the end, whichever way it went
     deploy_id: str = ""
     probes: list[ProbeResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -131,6 +132,8 @@ def _journaled(ctx: HostContext, out: Outcome, body: Callable[[], None]) -> Outc
         ctx.run.end("error", e.exit_code, e.message)
         raise
     out.seconds = time.monotonic() - t0
+    active_manifest = ctx.manifest(out.active_slot)[0] if out.active_slot else None
+    out.active_commit = active_manifest.commit if active_manifest else None
     ctx.run.end(OUTCOMES.get(out.exit_code, str(out.exit_code)), out.exit_code, out.summary, active_slot=out.active_slot)
     ctx.say(out.summary)
     return out

@@ -50,7 +50,7 @@ def row_from_status(host: str, exit_code: int, doc: dict[str, Any], seconds: flo
 
 def row_from_outcome(host: str, exit_code: int, doc: dict[str, Any], seconds: float) -> Row:
     return Row(host, exit_code, doc.get("summary") or doc.get("error") or "", True, doc.get("active_slot"),
-               doc.get("commit") if doc.get("active_slot") == doc.get("to_slot") else None, doc, seconds)
+               doc.get("active_commit"), doc, seconds)
 
 
 def sweep(targets: list[Any], one: Callable[[Any], Row], parallel: int) -> list[Row]:
