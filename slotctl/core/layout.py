@@ -45,11 +45,6 @@ class Layout:
     def journal(self) -> Path:
         return self.state_dir / "journal.jsonl"
 
-    @property
-    def tmp(self) -> Path:
-        # Temp files stay inside the root: same filesystem for renames, no shared /tmp names.
-        return self.state_dir / "tmp"
-
     def link_target(self, name: str) -> str:
         """What trading-bot-current holds: relative, so the root can be seen under other mount paths."""
         return f"slots/{name}"
