@@ -23,7 +23,8 @@ app = typer.Typer(
     "(nothing changed), 3 status found problems, 4 another deploy holds the lock, 5 quiesce timed out, "
     "6 rollback failed: the host needs an operator now.",
 )
-sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.\n\n"
+                          'Example: eval "$(slotctl sandbox start /var/tmp/sb)"; ...; slotctl sandbox stop /var/tmp/sb')
 app.add_typer(sandbox_app, name="sandbox")
 
 InventoryOpt = Annotated[Path | None, typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
@@ -166,7 +167,8 @@ def main_options(
     all_: AllOpt = None,
     json_: JsonOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="On an error, also print the underlying exception.")] = False,
-    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True)] = None,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version (and commit) and exit.")] = None,
 ) -> None:
     opts = Opts()  # checked when a command merges its own options in (inside its error handling)
     opts.inventory, opts.hosts, opts.all, opts.json = inventory or opts.inventory, list(host or []), bool(all_), bool(json_)
@@ -450,7 +452,10 @@ def history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="
 @app.command()
 @command("demo")
 def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the demo's files for a look afterwards.")] = False) -> int:
-    """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back."""
+    """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back.
+
+    Needs root; changes nothing on the host. Example: slotctl demo --keep
+    """
     from .demo import run
 
     return run(keep=keep)

@@ -82,7 +82,7 @@ def test_a_deploy_killed_at_any_step_is_recovered_to_a_consistent_host(host, cap
         covered += 1
     with capsys.disabled():
         print(f"\n  crash safety: {covered} kill points covered ({len(forward)} on a deploy that commits, "
-              f"{len(failing)} on the rollback path of one that fails), all recovered consistent")
+              f"{len(failing)} on the rollback path of one that fails), all recovered consistent\n")
     assert covered >= 30
 
 

@@ -165,7 +165,7 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
         installed = venvmod.distributions(slot_dir / "venv")
         _check_installed_equals_lock(installed, p.pins, host.lockfile)
         _compile_src(slot_dir)
-        ctx.say(f"  venv: {len(installed)} distributions in {time.monotonic() - t_venv:.1f}s")
+        ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'} in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
         config = read_config_files(slot_dir / "src", host.config.files)
         manifest = Manifest(
