@@ -172,3 +172,18 @@ def test_status_exits_3_when_the_bot_is_stopped_or_nothing_is_deployed(host):
     proc = host.cli("status")
     assert proc.returncode == 3
     assert "trading-bot.service is inactive/dead, expected active/running" in proc.stdout
+
+
+def test_a_build_never_deletes_the_leftover_of_an_interrupted_one(host):
+    assert deploy(host, "v1").returncode == 0
+    assert deploy(host, "v2").returncode == 0
+    aside = host.root / "slots/.blue.previous"
+    os.rename(host.root / "slots/blue", aside)  # as a build killed mid-way leaves it, before recovery
+    from slotctl.errors import BuildError
+    from slotctl.ops.build import build
+
+    with pytest.raises(BuildError, match="run `slotctl recover` first"):
+        build(host.ctx, host.bot_repo.sha["v1"])
+    assert (aside / "slot.json").exists()
+    assert host.cli("recover").returncode == 0
+    assert (host.root / "slots/blue/slot.json").exists() and not aside.exists()

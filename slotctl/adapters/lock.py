@@ -44,11 +44,21 @@ class HostLock:
             raise
         if not got:
             os.close(fd)
-            raise Locked(f"{self.path}: another deploy holds the lock: {_describe(self.holder())}"
+            raise Locked(f"{self.path}: another deploy holds the lock: {_describe(self._current_holder())}"
                          + (f" (waited {wait:g}s)" if wait else "; pass --wait-lock SECONDS to wait"))
         self._fd = fd
         fs.atomic_write_json(self.holder_path, {"pid": os.getpid(), "user": who(), "host": socket.gethostname(),
                                                 "command": command, "since": time.time(), "deploy": deploy_id}, 0o600)
+
+    def _current_holder(self) -> dict | None:
+        """The holder writes its record just after taking the lock: in that instant the file still names the
+        previous, finished holder. Wait a moment for a record of a live process."""
+        deadline = time.monotonic() + 1
+        holder = self.holder()
+        while not _alive(holder) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            holder = self.holder()
+        return holder
 
     def release(self) -> None:
         if self._fd is not None:
@@ -60,6 +70,16 @@ class HostLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _alive(h: dict | None) -> bool:
+    try:
+        os.kill(int(h["pid"]), 0)  # type: ignore[index]
+        return True
+    except (TypeError, KeyError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
 
 
 def _describe(h: dict | None) -> str:

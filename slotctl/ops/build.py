@@ -54,7 +54,9 @@ def _replacing(slot_dir: Path) -> Iterator[None]:
     """Move the slot's previous content aside; restore it if the new build fails, drop it if it succeeds."""
     aside = slot_dir.with_name(f".{slot_dir.name}.previous")
     if aside.exists():
-        shutil.rmtree(aside)  # left by a crash; slot_dir itself is whatever survived, kept below
+        # An interrupted build: that folder may be the only copy of the rollback target. Recovery (which runs
+        # before every build) puts it back; never delete it here.
+        raise BuildError(f"{aside}: left by an interrupted build; run `slotctl recover` first")
     had_previous = slot_dir.exists()
     if had_previous:
         os.rename(slot_dir, aside)

@@ -50,9 +50,12 @@ def _clean_leftovers(ctx: HostContext, actions: list[str]) -> None:
             os.rename(aside, layout.slot(slot))
             fs.fsync_dir(layout.slots)
             actions.append(f"put back slot {slot}'s previous release: its build was interrupted")
-    for folder in (ctx.host.root, ctx.host.unit_dir, layout.slots):
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
+    # Only temp names slotctl itself makes (fs._temp_name): unit_dir is shared with every other package.
+    ours = [layout.current, layout.state_dir / "lock.holder", ctx.host.path(ctx.host.quiesce.drain_file),
+            *(ctx.host.unit_dir / u for u in ctx.units)]
+    for target in ours:
+        for tmp in target.parent.glob(f".{target.name}.*.tmp") if target.parent.is_dir() else ():
+            if tmp.is_symlink() or tmp.is_file():
                 tmp.unlink()
                 actions.append(f"removed temp file {tmp}")
 
