@@ -64,7 +64,7 @@ def test_a_release_that_dies_after_a_few_seconds_fails_the_stability_window(host
     out = assert_rolled_back(host, proc, "")
     problems = " ".join(out["probes"][0]["problems"])
     assert "restarted" in problems or "activating" in problems or "main process changed" in problems
-    assert out["probes"][0]["seconds"] >= 1.5  # healthy at first: only the window catches it
+    assert out["probes"][0]["seconds"] >= 1.0  # healthy at first (it dies ~1.5 s after its own start): only the window catches it
 
 
 def test_a_release_that_loses_positions_is_rolled_back_and_the_state_restored(host):
