@@ -68,6 +68,7 @@ class Opts:
 
 
 _say = ui.say
+_MUTATING = ("build", "deploy", "rollback", "recover")  # a signal must not cut these short anywhere (interrupts)
 
 
 def command(name: str) -> Callable:
@@ -76,8 +77,23 @@ def command(name: str) -> Callable:
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(ctx: typer.Context, *args, **kwargs):
+            if name in _MUTATING:
+                from . import interrupts
+
+                interrupts.install()
             try:
                 code = fn(ctx, *args, **kwargs)
+            except OSError as e:
+                # Not a user's mistake but the host's (a full disk, a permission, a vanished file): one line, and
+                # the host needs a look. Mutating commands turn these into their own errors before this point.
+                where = f": {e.filename}" if e.filename else ""
+                print(f"slotctl {name}: error: {e.strerror or e}{where} (see `slotctl status`; -v shows more)", file=sys.stderr)
+                opts = ctx.obj or Opts()
+                if opts.verbose:
+                    import traceback
+
+                    traceback.print_exception(e, file=sys.stderr)
+                raise typer.Exit(NEEDS_OPERATOR) from None
             except SlotctlError as e:
                 print(f"slotctl {name}: error: {e.message}", file=sys.stderr)
                 opts: Opts = ctx.obj or Opts()
@@ -488,6 +504,7 @@ def sandbox_stop(ctx: typer.Context, directory: Path) -> int:
 
 def main() -> None:
     """Usage errors too are one line (click prints a usage block), with exit 2."""
+    ui.tolerate_lost_streams()
     try:
         code = app(prog_name="slotctl", standalone_mode=False)
     except typer.Abort:

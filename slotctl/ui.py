@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -41,3 +42,43 @@ def progress(label: str) -> Iterator[None]:
         return
     with _console(sys.stderr).status(label, spinner="dots"):
         yield
+
+
+class _Tolerant:
+    """A stdout or stderr whose reader went away (a cancelled CI job, a dropped SSH session) swallows what is
+    written: slotctl must finish the switch or the rollback, not die of EPIPE between the two."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        # Later writes and the interpreter's own flush at exit go to /dev/null instead of failing (exit 120).
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._gone()
+            with contextlib.suppress(OSError):
+                self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def tolerate_lost_streams() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Tolerant):
+            setattr(sys, name, _Tolerant(stream))

@@ -46,3 +46,40 @@ def test_no_heartbeat_longer_than_max_age_fails_before_the_window_ends():
 
 def test_a_bot_that_writes_no_pid_is_judged_by_the_rest():
     assert problems(obs(heartbeat=Heartbeat(1004.0, None, None, None)), BASE, max_age=30, final=True) == []
+
+
+def test_a_heartbeat_dated_in_the_future_is_a_problem_not_fresh_forever():
+    """Item 13: milliseconds written as seconds, or a clock step, must not pass as a fresh heartbeat."""
+    future = obs(heartbeat=Heartbeat(1005.0 * 1000, 40, "idle", 0))
+    assert any("in the future" in p for p in problems(future, BASE, max_age=30, final=False))
+    assert problems(obs(heartbeat=Heartbeat(1006.0, 40, "idle", 0)), BASE, max_age=30, final=True) == []  # within tolerance
+
+
+WITH_POSITIONS = Baseline(slot="green", started_at=1000.0, main_pid=40, n_restarts=0, expected_positions=("p1", "p2"))
+
+
+@pytest.mark.parametrize("change, settled, problem", [
+    # the new process rewrote its file: ids decide
+    (dict(positions=("p1", "p2"), positions_mtime=1001.0), True, None),
+    (dict(positions=("p2",), positions_mtime=1001.0), True, "positions lost since the switch: p1"),
+    # the file is as the old bot left it (a release that ignores its state): only the new bot's count counts
+    (dict(positions=("p1", "p2"), positions_mtime=990.0, heartbeat=Heartbeat(1004.5, 40, "idle", 0)), True,
+     "reports 0 open position(s), 2 were open at the gate"),
+    (dict(positions=("p1", "p2"), positions_mtime=990.0, heartbeat=Heartbeat(1004.5, 40, "idle", 2)), True, None),
+    # locked or torn right now: not known yet, never "no positions"
+    (dict(positions=None, positions_mtime=1001.0, heartbeat=Heartbeat(1004.5, 40, "idle", None)), False, None),
+    (dict(positions=None, positions_mtime=None, heartbeat=None), False, None),
+])
+def test_positions_count_as_preserved_only_on_the_new_bots_word(change, settled, problem):
+    """Item 12: what the new bot loaded, by its own file or its own heartbeat."""
+    from slotctl.core.health import positions_loaded
+
+    got_settled, got_problem = positions_loaded(obs(**change), WITH_POSITIONS)
+    assert got_settled is settled
+    assert (got_problem is None) if problem is None else (problem in got_problem)
+
+
+def test_positions_never_confirmed_by_the_end_of_the_window_fail_the_probe():
+    unknown = obs(positions=None, heartbeat=Heartbeat(1004.5, 40, "idle", None))
+    assert problems(unknown, WITH_POSITIONS, max_age=30, final=False) == []
+    assert any("never showed that it loaded the 2 position(s)" in p for p in problems(unknown, WITH_POSITIONS, max_age=30, final=True))

@@ -70,7 +70,14 @@ def test_ordinary_state_is_not_suspicious(observation, last_good):
 @pytest.mark.parametrize("policy, observation, opened, reason", [
     ("flat", obs(), True, "flat"),
     ("flat", obs(Positions("ok", ("p1", "p2"))), False, "2 open position(s): p1, p2"),
-    ("flat", obs(heartbeat=hb("trading")), False, "mid-trade"),
+    ("flat", obs(heartbeat=hb("trading")), False, "bot is trading, not idle"),
+    # flat needs the bot's acknowledgement of the drain too: an idle heartbeat written after the request (item 9)
+    ("flat", obs(heartbeat=hb(ts=40.0)), False, "no heartbeat since the drain was requested"),
+    ("flat", obs(positions=Positions("missing"), heartbeat=hb(ts=40.0)), False, "no heartbeat since the drain"),
+    ("flat", obs(running=False), True, "flat, bot not running"),
+    # a heartbeat dated in the future (milliseconds for seconds) acknowledges nothing (item 13)
+    ("recorded", obs(heartbeat=hb(ts=101_000.0)), False, "in the future"),
+    ("flat", obs(heartbeat=hb(ts=101_000.0)), False, "in the future"),
     ("flat", obs(Positions("locked", detail="held")), False, "locked by the bot"),
     ("recorded", obs(Positions("ok", ("p1",)), hb("idle", 1)), True, "1 open position(s) recorded: p1"),
     ("recorded", obs(Positions("ok", ("p1",)), hb("trading", 1)), False, "bot is trading, not idle"),
@@ -117,7 +124,7 @@ def test_the_drain_flag_records_who_and_is_lifted(tmp_path):
     since = d.request("dep-1")
     rec = d.active()
     assert rec["deploy"] == "dep-1" and rec["since"] == since and rec["by"]
-    d.lift()
+    d.lift("dep-1")
     assert d.active() is None and not (tmp_path / "shared/control/drain").exists()
 
 
@@ -126,13 +133,31 @@ def test_drain_and_undrain_commands_run_without_a_shell(tmp_path):
     d = Drain(host_at(tmp_path, drain_command=("sh", "-c", f"echo drain >> {marker}", "; not-a-shell"),
                       undrain_command=("sh", "-c", f"echo undrain >> {marker}")))
     d.request("dep")
-    d.lift()
+    d.lift("dep")
     assert marker.read_text().split() == ["drain", "undrain"]
 
 
-def test_a_failing_drain_command_is_an_error_naming_it(tmp_path):
+def test_a_failing_drain_command_is_an_error_naming_it_and_leaves_no_flag(tmp_path):
+    """Item 5: a drain request that fails leaves no flag behind (the bot would stay drained for nothing)."""
+    marker = tmp_path / "said"
+    d = Drain(host_at(tmp_path, drain_command=("false",), undrain_command=("sh", "-c", f"echo undrain >> {marker}")))
     with pytest.raises(DrainError, match="quiesce.drain_command false failed"):
-        Drain(host_at(tmp_path, drain_command=("false",))).request("dep")
+        d.request("dep")
+    assert d.active() is None and not (tmp_path / "shared/control/drain").exists()
+    assert marker.read_text().split() == ["undrain"]  # in case the failed request half-worked
+
+
+@pytest.mark.parametrize("operators_flag", ["", '{"by": "alice", "reason": "FOMC"}'])
+def test_a_drain_the_operator_set_before_the_deploy_is_still_set_after_it(tmp_path, operators_flag):
+    """Item 10: slotctl lifts only the drain it set."""
+    marker = tmp_path / "said"
+    flag = tmp_path / "shared/control/drain"
+    flag.parent.mkdir(parents=True)
+    flag.write_text(operators_flag)
+    d = Drain(host_at(tmp_path, undrain_command=("sh", "-c", f"echo undrain >> {marker}")))
+    d.request("dep")
+    assert d.lift("dep") is False
+    assert flag.read_text() == operators_flag and not marker.exists()
 
 
 def test_drain_over_http_posts_to_the_configured_urls(tmp_path):
@@ -153,7 +178,7 @@ def test_drain_over_http_posts_to_the_configured_urls(tmp_path):
     try:
         d = Drain(host_at(tmp_path, drain_url=f"{base}/drain", undrain_url=f"{base}/resume"))
         d.request("dep")
-        d.lift()
+        d.lift("dep")
         assert seen == ["/drain", "/resume"]
         with pytest.raises(DrainError, match="HTTP 500"):
             Drain(host_at(tmp_path, drain_url=f"{base}/broken")).request("dep")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -18,6 +19,12 @@ class DrainError(SlotctlError):
 
 
 class Drain:
+    """The flag file is the record of who drained the bot: slotctl lifts only a drain its own deploy set.
+
+    An operator's drain (a flag that was there before the deploy, written by hand or by `touch`) is
+    still there after it: slotctl sends its own drain request too, but lifts nothing it did not set.
+    """
+
     def __init__(self, host: HostConfig) -> None:
         self.q = host.quiesce
         self.flag: Path = host.path(host.quiesce.drain_file)
@@ -29,20 +36,45 @@ class Drain:
         except FileNotFoundError:
             return None
         try:
-            return json.loads(raw)
+            rec = json.loads(raw)
         except ValueError:
+            rec = None
+        if not isinstance(rec, dict):  # an operator's `touch`: nobody's deploy
             return {"since": self.flag.stat().st_mtime, "by": "?", "deploy": "?"}
+        return rec
+
+    def set_by(self, deploy_id: str) -> bool:
+        rec = self.active()
+        return rec is not None and rec.get("deploy") == deploy_id
 
     def request(self, deploy_id: str) -> float:
+        """Drain the bot for this deploy; a request that fails leaves no flag of ours behind."""
         since = time.time()
-        self.flag.parent.mkdir(parents=True, exist_ok=True)
-        fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id})
-        self._call(self.q.drain_command, self.q.drain_url, "drain")
+        ours = self.active() is None
+        if ours:
+            self.flag.parent.mkdir(parents=True, exist_ok=True)
+            fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id})
+        try:
+            self._call(self.q.drain_command, self.q.drain_url, "drain")
+        except BaseException:
+            if ours:
+                fs.remove_file(self.flag)
+                with contextlib.suppress(DrainError):
+                    self._call(self.q.undrain_command, self.q.undrain_url, "undrain")  # in case it half-worked
+            raise
         return since
 
-    def lift(self) -> None:
+    def lift(self, deploy_id: str) -> bool:
+        """Lift the drain this deploy set (the undrain call first, then the flag); False when it is not ours.
+
+        The flag goes only once the undrain call succeeded: while it stands, `status` shows the bot drained.
+        """
+        rec = self.active()
+        if rec is not None and rec.get("deploy") != deploy_id:
+            return False
         self._call(self.q.undrain_command, self.q.undrain_url, "undrain")
         fs.remove_file(self.flag)
+        return True
 
     @staticmethod
     def _call(command: tuple[str, ...], url: str | None, what: str) -> None:

@@ -27,7 +27,7 @@ def _temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
 
 
-def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """temp file in the same directory, fsync, rename, fsync the directory."""
     tmp = _temp_name(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -35,8 +35,10 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
+            os.fchmod(f.fileno(), mode)  # the umask must not decide a unit's or manifest's mode
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # the umask must not decide a unit's or manifest's mode
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -84,3 +86,18 @@ def remove_file(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(path.parent)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written on path's filesystem durable (syncfs(2)): before a manifest that says
+    'complete', every file it vouches for must be on disk, not only in the page cache."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)

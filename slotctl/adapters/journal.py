@@ -29,8 +29,13 @@ def append(path: Path, event: str, **fields: Any) -> dict[str, Any]:
               "pid": os.getpid(), **fields}
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # The last append was torn (power loss): end that line where it is, so the torn bytes stay
+            # as evidence on a line of their own and this record is not glued onto them.
+            line = b"\n" + line
         os.write(fd, line)  # one write of an O_APPEND file: records never interleave
         os.fsync(fd)
     finally:
@@ -39,20 +44,25 @@ def append(path: Path, event: str, **fields: Any) -> dict[str, Any]:
 
 
 def read(path: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """The records, and a note when the last line is torn (a crash while appending)."""
+    """The records, and a note naming the torn lines (a crash while appending), which are skipped, not fatal."""
     try:
         lines = path.read_bytes().split(b"\n")
     except FileNotFoundError:
         return [], None
-    records, torn = [], None
+    records, torn = [], []
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
-            records.append(json.loads(raw))
+            record = json.loads(raw)
         except ValueError:
-            if n >= len(lines) - 1:
-                torn = f"{path}:{n}: torn last record (a crash while appending), ignored"
-            else:
-                raise
-    return records, torn
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            torn.append(n)
+    if not torn:
+        return records, None
+    last = torn == [len(lines) - (1 if lines[-1] == b"" else 0)]
+    what = "torn last record" if last else f"torn record(s) at line(s) {', '.join(map(str, torn))}"
+    return records, f"{path}:{torn[-1]}: {what} (a crash while appending), kept in the file and ignored"

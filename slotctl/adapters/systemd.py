@@ -32,6 +32,11 @@ class UnitState:
     def running(self) -> bool:
         return self.active_state == "active" and self.sub_state == "running" and self.main_pid > 0
 
+    @property
+    def alive(self) -> bool:
+        """A live main process, in any state (activating, reloading, deactivating): it may be trading."""
+        return self.main_pid > 0 and self.active_state not in ("inactive", "failed")
+
 
 def _gerror_text(e: Exception) -> str:
     text = str(e)

@@ -13,6 +13,20 @@ class Heartbeat:
     open_positions: int | None
 
 
+# A heartbeat dated later than now by more than this is wrong (milliseconds written as seconds, a clock
+# step): never "fresh forever".
+FUTURE_TOLERANCE = 2.0
+
+
+def heartbeat_age_problem(ts: float, now: float, max_age: float) -> str | None:
+    age = now - ts
+    if age < -FUTURE_TOLERANCE:
+        return f"heartbeat is dated {-age:.1f}s in the future (ts {ts:.0f}: milliseconds instead of seconds, or a clock step)"
+    if age > max_age:
+        return f"heartbeat is {age:.1f}s old, max_age is {max_age:g}s"
+    return None
+
+
 @dataclass(frozen=True)
 class Observation:
     now: float
@@ -23,7 +37,8 @@ class Observation:
     process_slot: str | None  # slot the main process's cwd resolves into; None when unknown
     heartbeat: Heartbeat | None
     heartbeat_problem: str | None = None  # unreadable or malformed heartbeat file
-    positions: tuple[str, ...] | None = None  # open ids in the positions file; None: not checked this time
+    positions: tuple[str, ...] | None = None  # open ids in the positions file; None: not read, or not readable now
+    positions_mtime: float | None = None  # when the positions file was last written
     log_mtime: float | None = None  # the dashboard's log file's mtime; None: missing
     external: tuple[str, ...] = ()  # what the HTTP and command probes found wrong
 
@@ -57,19 +72,46 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
     fresh = hb is not None and hb.ts >= base.started_at
     if fresh:
         assert hb is not None
-        age = obs.now - hb.ts
-        if age > max_age:
-            found.append(f"heartbeat is {age:.1f}s old, max_age is {max_age:g}s")
+        age_problem = heartbeat_age_problem(hb.ts, obs.now, max_age)
+        if age_problem:
+            found.append(age_problem)
         if hb.pid is not None and obs.main_pid and hb.pid != obs.main_pid:
             found.append(f"heartbeat written by pid {hb.pid}, but the unit's main pid is {obs.main_pid}")
     elif obs.now - base.started_at > max_age or final:
         found.append(f"no heartbeat written since the restart {obs.now - base.started_at:.1f}s ago")
-    if fresh and base.expected_positions is not None and obs.positions is not None:
-        lost = [i for i in base.expected_positions if i not in obs.positions]
-        if lost:
-            found.append(f"positions lost since the switch: {', '.join(lost)} were open, the new bot's file lacks them")
+    loaded, problem = positions_loaded(obs, base)
+    if problem:
+        found.append(problem)
+    elif final and not loaded:
+        found.append(f"the new bot never showed that it loaded the {len(base.expected_positions or ())} position(s) open "
+                     "at the gate: its positions file was not rewritten since the restart and its heartbeat gives no count")
     if final and base.log_file is not None and (obs.log_mtime is None or obs.log_mtime < base.started_at):
         state = "missing" if obs.log_mtime is None else "not written since the restart"
         found.append(f"log file {base.log_file} {state}: the dashboard reads it (RISK-013)")
     found += obs.external
     return found
+
+
+def positions_loaded(obs: Observation, base: Baseline) -> tuple[bool, str | None]:
+    """(settled, problem): did the new bot load the positions open at the gate?
+
+    Only the new process's own word counts: its positions file written since the restart (by id), or
+    else its heartbeat's count. The file as the old bot left it proves nothing (a release that ignores
+    its state file leaves it untouched). A file not readable now (locked, torn mid-write) is "not
+    known yet", never "no positions".
+    """
+    expected = base.expected_positions
+    if expected is None or not expected:
+        return True, None
+    if obs.positions is not None and obs.positions_mtime is not None and obs.positions_mtime >= base.started_at:
+        lost = [i for i in expected if i not in obs.positions]
+        if lost:
+            return True, f"positions lost since the switch: {', '.join(lost)} were open, the new bot's file lacks them"
+        return True, None
+    hb = obs.heartbeat
+    if hb is not None and hb.ts >= base.started_at and hb.open_positions is not None:
+        if hb.open_positions < len(expected):
+            return True, (f"the new bot reports {hb.open_positions} open position(s), {len(expected)} were open at the "
+                          f"gate ({', '.join(expected)}): it did not load its state")
+        return True, None
+    return False, None

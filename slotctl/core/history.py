@@ -24,6 +24,18 @@ class Deploy:
     def started(self, name: str) -> bool:
         return any(s.get("step") == name for s in self.steps)
 
+    def _step_records(self, name: str, phase: str, slot: str | None) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s.get("step") == name and s.get("phase") == phase and s.get("slot") == slot]
+
+    def condemned(self, slot: str | None) -> bool:
+        """This deploy found `slot` bad: a probe of it failed, or the way back from it began."""
+        return any(not s.get("healthy", True) for s in self._step_records("probe", "end", slot)) or \
+            bool(self._step_records("rollback", "begin", slot))
+
+    def ran(self, slot: str | None) -> bool:
+        """This deploy started (or began starting) `slot`'s units: that release may have touched the state."""
+        return bool(self._step_records("start", "begin", slot))
+
     def to_dict(self) -> dict[str, Any]:
         steps = [f"{s['step']}:{s['phase']}" + ("" if s.get("ok", True) else "!") for s in self.steps]
         return {"id": self.id, "action": self.action, "commit": self.begin.get("commit"), "user": self.begin.get("user"),

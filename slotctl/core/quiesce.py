@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .health import Heartbeat
+from .health import FUTURE_TOLERANCE, Heartbeat
 
 # What reading the positions file gave. "locked" is never "empty": a lock we could not get
 # means the bot is writing, so we wait (the audit's RISK-003 returned {} here and lost positions).
@@ -47,7 +47,7 @@ def parse_positions(data: bytes) -> Positions:
 @dataclass(frozen=True)
 class GateObservation:
     now: float
-    bot_running: bool
+    bot_running: bool  # a live main process, whatever the unit's state (activating, reloading, deactivating)
     heartbeat: Heartbeat | None
     positions: Positions
     drain_since: float | None = None  # when slotctl asked the bot to drain
@@ -74,26 +74,30 @@ def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
 
 
 def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
-    """(open, what is still awaited). A bot that is not running has nothing in flight."""
+    """(open, what is still awaited). A bot that is not running has nothing in flight.
+
+    Both policies need the running bot's acknowledgement of the drain: an idle heartbeat written after
+    the drain was requested. flat also needs no open position; recorded, every open one on disk.
+    """
     p, hb = obs.positions, obs.heartbeat
     if p.state == LOCKED:
         return False, f"positions file is locked by the bot ({p.detail}); waiting, not reading it as empty"
     if p.state not in (OK, EMPTY, MISSING):
         return False, f"positions file is {p.state}"
-    if policy == "flat":
-        if p.count:
-            return False, f"{p.count} open position(s): {', '.join(p.ids)}"
-        if obs.bot_running and hb is not None and hb.phase == "trading":
-            return False, "flat on disk, but the bot says it is mid-trade"
-        return True, "flat"
+    if policy == "flat" and p.count:
+        return False, f"{p.count} open position(s): {', '.join(p.ids)}"
     if not obs.bot_running:
-        return True, f"bot not running; {p.count} open position(s) on disk"
+        return True, "flat, bot not running" if policy == "flat" else f"bot not running; {p.count} open position(s) on disk"
     if hb is None:
         return False, "no heartbeat yet"
+    if hb.ts > obs.now + FUTURE_TOLERANCE:
+        return False, f"heartbeat is dated {hb.ts - obs.now:.0f}s in the future: it cannot acknowledge the drain"
     if obs.drain_since is not None and hb.ts < obs.drain_since:
         return False, "no heartbeat since the drain was requested"
     if hb.phase != "idle":
         return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
+    if policy == "flat":
+        return True, "flat, and the bot acknowledged the drain (idle)"
     if hb.open_positions is not None and hb.open_positions != p.count:
         return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
     return True, f"idle, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"

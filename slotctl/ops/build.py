@@ -49,10 +49,39 @@ def pinned_commit(ctx: HostContext, commit: str | None) -> str:
     return sha
 
 
+def _aside(slot_dir: Path) -> Path:
+    return slot_dir.with_name(f".{slot_dir.name}.previous")
+
+
+def put_back(slot_dir: Path) -> bool:
+    """The slot's previous release back in place of a build nobody switched to; False when none was kept."""
+    aside = _aside(slot_dir)
+    if not aside.exists():
+        return False
+    shutil.rmtree(slot_dir, ignore_errors=True)
+    os.rename(aside, slot_dir)
+    fs.fsync_dir(slot_dir.parent)
+    return True
+
+
+def drop_previous(slot_dir: Path) -> bool:
+    """Once the switch has happened, the release two back is no rollback target any more."""
+    aside = _aside(slot_dir)
+    if not aside.exists():
+        return False
+    shutil.rmtree(aside)
+    return True
+
+
 @contextlib.contextmanager
-def _replacing(slot_dir: Path) -> Iterator[None]:
-    """Move the slot's previous content aside; restore it if the new build fails, drop it if it succeeds."""
-    aside = slot_dir.with_name(f".{slot_dir.name}.previous")
+def _replacing(slot_dir: Path, keep_previous: bool) -> Iterator[None]:
+    """Move the slot's previous content aside; put it back if the new build fails.
+
+    keep_previous (a deploy): it stays aside after a good build too, until the deploy switches. It is
+    the rollback target, so a deploy that stops before the switch (drift, quiesce timeout, an error)
+    puts it back and `slotctl rollback` still works.
+    """
+    aside = _aside(slot_dir)
     if aside.exists():
         # An interrupted build: that folder may be the only copy of the rollback target. Recovery (which runs
         # before every build) puts it back; never delete it here.
@@ -64,13 +93,11 @@ def _replacing(slot_dir: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        shutil.rmtree(slot_dir, ignore_errors=True)
-        if had_previous:
-            os.rename(aside, slot_dir)
-            fs.fsync_dir(slot_dir.parent)
+        if not put_back(slot_dir):
+            shutil.rmtree(slot_dir, ignore_errors=True)
         raise
-    if had_previous:
-        shutil.rmtree(aside)
+    if not keep_previous:
+        drop_previous(slot_dir)
 
 
 @dataclass(frozen=True)
@@ -146,16 +173,25 @@ def _unit_diff(active_units: Path, rendered: dict[str, str]) -> dict[str, str]:
     return dict(sorted(diff.items()))
 
 
-def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = None) -> BuildResult:
+def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = None, *,
+          keep_previous: bool = False) -> BuildResult:
+    p = planned or plan(ctx, commit)
+    try:
+        return _build(ctx, p, keep_previous)
+    except OSError as e:  # a full disk, a permission: one line naming the file, the slot put back as it was
+        where = f": {e.filename}" if e.filename else ""
+        raise BuildError(f"building slot {p.slot} failed, nothing switched: {e.strerror or e}{where}") from None
+
+
+def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
     t0 = time.monotonic()
     host, layout = ctx.host, ctx.layout
-    p = planned or plan(ctx, commit)
     commit_obj = p.source.resolve(p.commit)
     venvmod.verify_local_files(host.index, p.pins)
     ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})")
     _prepare_root(ctx)
     slot_dir = layout.slot(p.slot)
-    with _replacing(slot_dir):
+    with _replacing(slot_dir, keep_previous):
         slot_dir.mkdir()
         p.source.export(commit_obj, slot_dir / "src")
         faults.point("build:mid")
@@ -183,6 +219,7 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
             built_at=time.time(),
             slotctl_version=__version__,
         )
+        fs.sync_filesystem(slot_dir)  # the files first: a power loss must never leave a 'complete' slot of empty files
         fs.atomic_write_json(layout.manifest(p.slot), manifest.to_dict())
     seconds = time.monotonic() - t0
     ctx.say(f"  slot {p.slot} complete in {seconds:.1f}s")

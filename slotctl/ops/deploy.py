@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from ..adapters import backups, fs
+from .. import interrupts
+from ..adapters import backups
 from ..adapters import journal as journal_mod
+from ..adapters.drain import Drain
+from ..core.history import unfinished
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
-from .build import build, plan
+from .build import build, drop_previous, plan, put_back
 from .host import HostContext, Run
 from .quiesce import GateResult, quiesce
-from .switch import ProbeResult, install_units, probe, switch_to
+from .switch import ProbeResult, activate, mark, switch_to
 from .verify import verify
 
 OUTCOMES = {OK: "committed", DEPLOY_FAILED: "rolled-back", BAD_INPUT: "not-switched", QUIESCE_TIMEOUT: "quiesce-timeout",
@@ -45,27 +48,15 @@ class Outcome:
     seconds: float = 0.0
 
 
-def mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:
-    m, _ = ctx.manifest(slot)
-    if m is not None:
-        fs.atomic_write_json(ctx.layout.manifest(slot), m.with_verdict(verdict, reason, time.time()).to_dict())
+class StuckDeploy(SlotctlError):
+    """An error after the gate opened, and settling the host failed too: the deploy stays open in the journal."""
+
+    exit_code = NEEDS_OPERATOR
 
 
-def activate(ctx: HostContext, slot: str, positions: tuple[str, ...] | None,
-             before_start: Callable[[], None] | None = None) -> ProbeResult:
-    install_units(ctx, slot)
-    took = switch_to(ctx, slot, before_start)
-    ctx.say(f"  switched to slot {slot} in {took:.2f}s; probing for {ctx.host.health.window:g}s")
-    with ctx.step("probe", slot=slot) as rec:
-        with ctx.progress(f"probing slot {slot} for {ctx.host.health.window:g}s"):
-            result = replace(probe(ctx, slot, positions), switch_seconds=took)
-        rec.update(healthy=result.ok, problems=result.problems)
-    return result
-
-
-def _gate(ctx: HostContext, out: Outcome, commit_before: str | None, timeout: float | None) -> GateResult | None:
+def _gate(ctx: HostContext, out: Outcome, gate_step: Callable[[], GateResult]) -> GateResult | None:
     """Quiesce; None (and out says why) when the gate did not open and nothing may be switched."""
-    result = quiesce(ctx, out.deploy_id, commit_before, timeout)
+    result = gate_step()
     out.quiesce = result.records
     if result.opened:
         return result
@@ -84,7 +75,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
     if result.ok:
         with ctx.step("commit", slot=new):
             mark(ctx, new, "good", f"passed probes for {result.seconds:.1f}s")
-            drain.lift()
+            drain.lift(out.deploy_id)
         out.active_slot = new
         out.summary = f"{what}: slot {new} healthy for {result.seconds:.1f}s"
         return
@@ -95,24 +86,23 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
         mark(ctx, new, "bad", reason)
         if fallback is None:
             switch_to(ctx, None)
-            drain.lift()  # no bot runs; the next one to start must not start drained
+            drain.lift(out.deploy_id)  # no bot runs; the next one to start must not start drained
             out.active_slot = None
             out.summary = f"{what} failed ({reason}); there is no previous release: bot stopped, host back to no release"
             return
-        # A release that lost positions damaged the state: the old one must start from the snapshot, not from that.
-        snapshot = gated.snapshot if result.evidence.get("missing_positions") else None
 
         def restore_state() -> None:
-            assert snapshot is not None
-            out.restored = backups.restore(ctx.host, snapshot)
-            ctx.say(f"  restored {', '.join(out.restored)} from snapshot {snapshot.name}")
+            # A release that lost or damaged positions: the old one must start from the snapshot, not from that.
+            out.restored = backups.restore_if_lost(ctx.host, gated.snapshot, positions)
+            if out.restored:
+                ctx.say(f"  restored {', '.join(out.restored)} from snapshot {gated.snapshot.name if gated.snapshot else '?'}")
 
         ctx.say(f"  going back to slot {fallback}")
-        back = activate(ctx, fallback, positions, restore_state if snapshot else None)
+        back = activate(ctx, fallback, positions, restore_state)
         out.probes.append(back)
         out.active_slot = fallback
         if back.ok:
-            drain.lift()
+            drain.lift(out.deploy_id)
             out.summary = f"{what} failed ({reason}); back on slot {fallback}, healthy"
             return
     out.exit_code = NEEDS_OPERATOR
@@ -122,15 +112,87 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
                    f"the state before the switch is in {gated.snapshot}")
 
 
-def _journaled(ctx: HostContext, out: Outcome, body: Callable[[], None]) -> Outcome:
-    """Run the body, then write the deploy's end record: after it, recovery has nothing to finish."""
+def _journaled(ctx: HostContext, out: Outcome, build_step: Callable[[], bool], gate_step: Callable[[], GateResult | None],
+               switch_step: Callable[[GateResult], None], built: str | None = None) -> Outcome:
+    """Run a deploy or rollback and write its end record: after it, recovery has nothing to finish.
+
+    Until the gate opens, a failure or a signal ends it with nothing switched: the slot built is put back
+    as it was, the drain lifted. From the drain on, signals are held (interrupts): the quiesce wait still
+    acts on them, but once the gate is open the host is half-way until it is committed or rolled back,
+    so a signal waits, and an error is not the end of the deploy but a reason to settle the host
+    (recovery, in-process) before saying how it ended.
+    """
     assert ctx.run is not None
     t0 = time.monotonic()
+    with interrupts.critical():
+        try:
+            with interrupts.released():
+                go_on = build_step()
+            gated = _gate(ctx, out, gate_step) if go_on else None
+        except BaseException as e:
+            _not_switched(ctx, out, e, built)
+            raise
+        if gated is None:  # stopped before the switch: drift, quiesce timeout
+            if built and put_back(ctx.layout.slot(built)):
+                ctx.say(f"  put back slot {built}'s previous release: it stays the rollback target")
+            return _finish(ctx, out, t0)
+        try:
+            switch_step(gated)
+        except Exception as e:
+            _settle_after_error(ctx, out, e)
+        if built:
+            drop_previous(ctx.layout.slot(built))
+        signals = interrupts.deferred()
+        if signals:
+            out.summary += f" ({', '.join(signals)} received during the switch: finished it first)"
+        return _finish(ctx, out, t0)
+
+
+def _not_switched(ctx: HostContext, out: Outcome, e: BaseException, built: str | None) -> None:
+    """The end of a deploy that stopped before its gate opened; the error keeps going up, saying the host's state."""
+    assert ctx.run is not None
+    message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+    if built and put_back(ctx.layout.slot(built)):
+        message += f"; slot {built}'s previous release put back"
+    if Drain(ctx.host).set_by(out.deploy_id):
+        # quiesce could not lift its drain (an undrain call failing): leave the deploy open for recovery.
+        raise StuckDeploy(f"{message}; the bot stays drained and the deploy stays open: `slotctl recover` lifts the "
+                          "drain once the undrain works") from None
+    state = f"nothing switched: slot {out.from_slot} runs as before" if out.from_slot else "nothing switched"
+    if isinstance(e, SlotctlError):
+        e.message = f"{e.message}; {state}"
+    ctx.run.end("interrupted" if isinstance(e, interrupts.Interrupted) else "error",
+                getattr(e, "exit_code", BAD_INPUT), f"{message}; {state}")
+
+
+def _settle_after_error(ctx: HostContext, out: Outcome, e: Exception) -> None:
+    """An error between the gate and the commit (a D-Bus error, a full disk, a failing undrain): recover now."""
+    from .recover import Recovery, settle
+
+    error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+    ctx.say(f"  error after the gate opened: {error}; settling the host")
+    records, _ = journal_mod.read(ctx.layout.journal)
+    dep = unfinished(records)
+    assert dep is not None and dep.id == out.deploy_id
+    rec = Recovery(ctx.host.name)
     try:
-        body()
-    except SlotctlError as e:
-        ctx.run.end("error", e.exit_code, e.message)
-        raise
+        settle(ctx, dep, rec)
+    except Exception as again:
+        raise StuckDeploy(f"{error}; settling the host failed too: {getattr(again, 'message', again)}. The deploy "
+                          "stays open in the journal; `slotctl recover` finishes it once the cause is fixed") from None
+    out.active_slot = rec.active_slot
+    target = ctx.manifest(out.to_slot)[0] if out.to_slot else None
+    if rec.exit_code == NEEDS_OPERATOR:
+        out.exit_code, out.drained = NEEDS_OPERATOR, True
+    elif rec.active_slot == out.to_slot and target is not None and target.verdict == "good":
+        out.exit_code = OK
+    else:
+        out.exit_code = DEPLOY_FAILED
+    out.summary = f"{error} after the gate opened; recovered: {rec.summary}"
+
+
+def _finish(ctx: HostContext, out: Outcome, t0: float) -> Outcome:
+    assert ctx.run is not None
     out.seconds = time.monotonic() - t0
     active_manifest = ctx.manifest(out.active_slot)[0] if out.active_slot else None
     out.active_commit = active_manifest.commit if active_manifest else None
@@ -149,9 +211,9 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
     out = Outcome(ctx.host.name, "deploy", OK, "", planned.active, planned.slot, planned.commit,
                   active_slot=planned.active, deploy_id=deploy_id)
 
-    def body() -> None:
+    def build_step() -> bool:
         with ctx.step("build", slot=planned.slot):
-            build(ctx, planned=planned)
+            build(ctx, planned=planned, keep_previous=True)
         with ctx.step("verify", slot=planned.slot) as rec:
             report = verify(ctx, planned.slot)
             rec.update(drift=[x.line() for x in report.drift])
@@ -162,15 +224,15 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
                 out.exit_code = BAD_INPUT
                 out.summary = (f"slot {planned.slot} built, NOT switched: {len(report.drift)} unexpected difference(s): "
                                f"{lines} (fix them, allow config keys in config.allow_differ, or pass --allow-drift)")
-                return
+                return False
             journal_mod.append(ctx.layout.journal, "allow-drift", deploy=deploy_id, slot=planned.slot,
                                commit=planned.commit, findings=[x.to_dict() for x in report.drift])
             ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
-        gated = _gate(ctx, out, planned.active_commit, quiesce_timeout)
-        if gated is not None:
-            _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}")
+        return True
 
-    return _journaled(ctx, out, body)
+    return _journaled(ctx, out, build_step, lambda: quiesce(ctx, deploy_id, planned.active_commit, quiesce_timeout),
+                      lambda gated: _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}"),
+                      built=planned.slot)
 
 
 def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout: float | None = None) -> Outcome:
@@ -191,10 +253,5 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
     ctx.run.begin(commit=m.commit, from_slot=active, to_slot=target)
     out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active, deploy_id=deploy_id)
     current, _ = ctx.manifest(active)
-
-    def body() -> None:
-        gated = _gate(ctx, out, current.commit if current else None, quiesce_timeout)
-        if gated is not None:
-            _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}")
-
-    return _journaled(ctx, out, body)
+    return _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, current.commit if current else None, quiesce_timeout),
+                      lambda gated: _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}"))

@@ -84,8 +84,17 @@ class HostContext:
 
     @property
     def units(self) -> list[str]:
-        """The bot first: it stops first and starts first."""
+        """The bot first: it starts first."""
         return [self.host.service] + [u for u in self.host.units if u != self.host.service]
+
+    def known_units(self) -> list[str]:
+        """Every unit a release on this host may run: today's inventory's and the ones each complete slot's
+        manifest installed. Renaming `service` between two deploys must not leave the old one running."""
+        names = list(self.units)
+        for slot in SLOTS:
+            m, _ = self.manifest(slot)
+            names += [u for u in (m.units if m else ()) if u not in names]
+        return names
 
     # -- slots ---------------------------------------------------------------------
     def active_slot(self) -> str | None:

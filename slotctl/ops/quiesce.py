@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import interrupts
 from ..adapters import backups
 from ..adapters.drain import Drain
 from ..adapters.state import read_positions
@@ -34,7 +35,7 @@ def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
     hb, _ = ctx.heartbeat()
     return GateObservation(
         now=time.time(),
-        bot_running=st.running,
+        bot_running=st.alive,
         heartbeat=hb,
         positions=read_positions(ctx.host.path(ctx.host.quiesce.positions_file), ctx.host.quiesce.lock_wait),
         drain_since=drain_since,
@@ -61,6 +62,7 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
     records: list[dict] = []
     last_said, last_reason = 0.0, ""
     while True:
+        interrupts.raise_if_pending()
         obs = observe(ctx, drain_since)
         check_state(ctx, obs, deploy_id)
         opened, reason = gate(obs, q.policy)
@@ -81,28 +83,37 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
 def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout: float | None = None) -> GateResult:
     """State check, drain, gate; on success a good snapshot, rotated. The caller lifts the drain."""
     drain = Drain(ctx.host)
-    with ctx.step("quiesce") as rec:
+    backups.state_files(ctx.host)  # a state file linked out of the root is refused before anything happens
+    operators = drain.active()
+    with ctx.step("quiesce", operator_drain=operators is not None) as rec:
         check_state(ctx, observe(ctx, None), deploy_id)
         since = drain.request(deploy_id)
-        ctx.say(f"  quiesce: drain requested ({drain.flag}); policy {ctx.host.quiesce.policy}, "
-                f"timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
+        ctx.say(f"  quiesce: drain requested ({drain.flag}"
+                f"{', set before by ' + str(operators.get('by')) + ': it stays after the deploy' if operators else ''}); "
+                f"policy {ctx.host.quiesce.policy}, timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
         try:
             with ctx.progress("quiesce: waiting for the bot to be flat or recorded"):
                 result = wait(ctx, deploy_id, since, timeout)
+            rec.update(opened=result.opened, reason=result.reason)
+            if result.opened:
+                snap, removed = _snapshot(ctx, deploy_id, commit_before, result)
         except BaseException:
-            drain.lift()  # nothing was switched: the running bot goes back to trading
+            drain.lift(deploy_id)  # nothing was switched: the running bot goes back to trading
             raise
-        rec.update(opened=result.opened, reason=result.reason)
     if not result.opened:
-        drain.lift()
+        drain.lift(deploy_id)
         return result
+    ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
+            + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
+    result.drain, result.snapshot = drain, snap
+    return result
+
+
+def _snapshot(ctx: HostContext, deploy_id: str, commit_before: str | None, result: GateResult) -> tuple[Path, list[str]]:
     with ctx.step("snapshot") as rec:
         snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
                             extra={"deploy": deploy_id, "commit_before": commit_before,
                                    "open_positions": list(result.positions.ids)})
         removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
         rec.update(snapshot=snap.name, open_positions=list(result.positions.ids))
-    ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
-            + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
-    result.drain, result.snapshot = drain, snap
-    return result
+    return snap, removed

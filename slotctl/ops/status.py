@@ -10,6 +10,7 @@ from typing import Any
 from ..adapters import backups
 from ..adapters.drain import Drain
 from ..adapters.state import read_positions
+from ..core.health import heartbeat_age_problem
 from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
 from ..core.quiesce import GateObservation, suspicious
@@ -140,9 +141,11 @@ def status(ctx: HostContext) -> Status:
     elif hb is None:
         found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
     else:
-        age = round(time.time() - hb.ts, 2)
-        if age > host.health.max_age:
-            found["RISK-015"].append(f"heartbeat is {age:.1f}s old, max_age is {host.health.max_age:g}s")
+        now = time.time()
+        age = round(now - hb.ts, 2)
+        age_problem = heartbeat_age_problem(hb.ts, now, host.health.max_age)
+        if age_problem:
+            found["RISK-015"].append(age_problem)
         if st is not None and hb.pid is not None and st.main_pid and hb.pid != st.main_pid:
             found["RISK-015"].append(f"heartbeat written by pid {hb.pid}, but {host.service}'s main pid is {st.main_pid}")
     evidence["RISK-015"] = {"age": age, "max_age": host.health.max_age, "pid": hb.pid if hb else None}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..adapters import fs, probes
 from ..adapters import units as unitsmod
 from ..adapters.state import read_positions
-from ..core.health import Baseline, Observation, problems
+from ..core.health import Baseline, Observation, positions_loaded, problems
 from ..core.quiesce import OK
 from .host import HostContext
 
@@ -36,7 +36,8 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
     t0 = time.monotonic()
     sd = ctx.systemd
     with ctx.step("stop"):
-        for unit in reversed(ctx.units):
+        # Every unit any release here installed, not only today's names: blue and green never run at once.
+        for unit in reversed(ctx.known_units()):
             sd.stop(unit)
     with ctx.step("flip", slot=slot):
         if slot is None:
@@ -48,15 +49,39 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
         before_start()
     if slot is None:
         return time.monotonic() - t0
+    with ctx.step("start", slot=slot):
+        start_units(ctx, slot)
+    return time.monotonic() - t0
+
+
+def start_units(ctx: HostContext, slot: str) -> None:
+    """Start the slot's units, the bot first; a unit already running is left as it is."""
     manifest, _ = ctx.manifest(slot)
     present = set(manifest.units) if manifest else {ctx.host.service}
-    start_timeout = ctx.host.health.start_timeout + 10
-    with ctx.step("start", slot=slot):
-        for unit in ctx.units:
-            if unit in present:
-                sd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
-                sd.start(unit, timeout=start_timeout)
-    return time.monotonic() - t0
+    for unit in ctx.units:
+        if unit in present and not ctx.systemd.state(unit).alive:
+            ctx.systemd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
+            ctx.systemd.start(unit, timeout=ctx.host.health.start_timeout + 10)
+
+
+def mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:
+    m, _ = ctx.manifest(slot)
+    if m is not None:
+        fs.atomic_write_json(ctx.layout.manifest(slot), m.with_verdict(verdict, reason, time.time()).to_dict())
+
+
+def activate(ctx: HostContext, slot: str, positions: tuple[str, ...] | None,
+             before_start: Callable[[], None] | None = None) -> ProbeResult:
+    """Install the slot's units, switch to it, probe it for the window."""
+    install_units(ctx, slot)
+    took = switch_to(ctx, slot, before_start)
+    ctx.say(f"  switched to slot {slot} in {took:.2f}s; probing for {ctx.host.health.window:g}s")
+    with ctx.step("probe", slot=slot) as rec:
+        with ctx.progress(f"probing slot {slot} for {ctx.host.health.window:g}s"):
+            result = replace(probe(ctx, slot, positions), switch_seconds=took)
+        rec.update(healthy=result.ok, problems=result.problems,
+                   missing_positions=result.evidence.get("missing_positions", []))
+    return result
 
 
 def install_units(ctx: HostContext, slot: str) -> None:
@@ -69,10 +94,13 @@ def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation
     h = ctx.host.health
     st = ctx.systemd.state(ctx.host.service)
     hb, hb_problem = ctx.heartbeat()
-    ids = None
+    ids = mtime = None
     if positions:
-        read = read_positions(ctx.host.path(ctx.host.quiesce.positions_file), ctx.host.quiesce.lock_wait)
-        ids = read.ids if read.state == OK else ()
+        path = ctx.host.path(ctx.host.quiesce.positions_file)
+        read = read_positions(path, ctx.host.quiesce.lock_wait)
+        if read.state == OK:  # locked or torn right now: not known yet, asked again next time
+            ids = read.ids
+            mtime = _mtime(path)
     log_mtime = None
     if h.log_file:
         try:
@@ -95,6 +123,7 @@ def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation
         heartbeat=hb,
         heartbeat_problem=hb_problem,
         positions=ids,
+        positions_mtime=mtime,
         log_mtime=log_mtime,
         external=tuple(p for p in found if p),
     )
@@ -124,9 +153,10 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
         if external:
             last_external = now
         obs = observe(ctx, positions=positions_pending, external=external)
-        found = problems(obs, base, h.max_age, final=final)
-        if positions_pending and obs.heartbeat is not None and obs.heartbeat.ts >= base.started_at and not found:
-            positions_pending = False  # verified against the state the new bot loaded
+        found = problems(obs, replace(base, expected_positions=base.expected_positions if positions_pending else None),
+                         h.max_age, final=final)
+        if positions_pending and positions_loaded(obs, base)[0] and not found:
+            positions_pending = False  # verified once, against what the new bot loaded; later it may close some
         if found or final:
             return ProbeResult(slot, not found, found, time.monotonic() - t0, _evidence(ctx, obs, base, found))
         time.sleep(interval)
@@ -143,6 +173,14 @@ def _evidence(ctx: HostContext, obs: Observation, base: Baseline, found: list[st
     }
     if base.expected_positions is not None and obs.positions is not None:
         ev["missing_positions"] = [i for i in base.expected_positions if i not in obs.positions]
+        ev["positions_rewritten_since_start"] = (obs.positions_mtime or 0) >= base.started_at
     if found:
         ev["journal"] = ctx.journal(ctx.host.service, 15)
     return ev
+
+
+def _mtime(path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
