@@ -100,9 +100,13 @@ def write_inventory(path: Path, doc: dict) -> Path:
 
 @pytest.fixture
 def host(sandbox, bot_repo, tmp_path) -> Host:
-    doc = refbot.inventory(root=sandbox.shared / "opt" / "trading-bot", repo=bot_repo.path,
-                           wheelhouse=bot_repo.wheels, unit_dir=sandbox.units, commit=bot_repo.sha["v1"],
-                           window=1.5, max_age=3)
+    return make_host(sandbox, bot_repo, tmp_path, root=sandbox.shared / "opt" / "trading-bot")
+
+
+def make_host(sandbox: Sandbox, bot_repo: BotRepo, tmp_path: Path, *, root: Path) -> Host:
+    """The `host` fixture's host with its deployment root elsewhere (it must be under sandbox.shared)."""
+    doc = refbot.inventory(root=root, repo=bot_repo.path, wheelhouse=bot_repo.wheels, unit_dir=sandbox.units,
+                           commit=bot_repo.sha["v1"], window=1.5, max_age=3)
     path = write_inventory(tmp_path / "inventory.yaml", doc)
     ctx = HostContext(inventory.load(path).hosts["local"], sandbox.bus_address, sandbox.proc_root)
     return Host(sandbox, path, ctx, bot_repo)

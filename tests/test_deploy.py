@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import tree_snapshot, write_inventory
+from conftest import make_host, tree_snapshot, write_inventory
 from helpers import active, deploy, envelope, manifest, running_slot
 from slotctl import refbot
 from slotctl.adapters import units as unitsmod
@@ -28,6 +28,19 @@ def test_deploy_builds_the_slot_switches_to_it_and_marks_it_good(host):
         assert unitsmod.digest((host.root / "slots/blue/units" / unit).read_text()) == digest
     assert running_slot(host) == "blue"
     assert host.cli("status").returncode == 0
+
+
+def test_a_deployment_root_reached_through_a_symlink_deploys_and_audits_clean(sandbox, bot_repo, tmp_path):
+    """Like /opt -> /srv/opt: the kernel reports the bot's cwd resolved, the inventory names the link."""
+    real = sandbox.shared / "srv" / "opt"
+    real.mkdir(parents=True)
+    (sandbox.shared / "opt").symlink_to(real)
+    host = make_host(sandbox, bot_repo, tmp_path, root=sandbox.shared / "opt" / "trading-bot")
+    proc = deploy(host, "v1")
+    assert proc.returncode == 0, proc.stderr
+    assert running_slot(host) == "blue"
+    status = host.cli("status")
+    assert status.returncode == 0, status.stderr
 
 
 def test_second_deploy_uses_the_other_slot_and_rollback_returns_to_the_first(host):
