@@ -21,6 +21,7 @@ RELEASES = [
     refbot.Release("crash", fault="crash_at_start"),
     refbot.Release("silent", fault="no_heartbeat"),
     refbot.Release("eth", config={"symbol": "ETH-PERP"}),  # a config key that may not differ
+    refbot.Release("secret", config={"api_secret": "hunter2"}),  # a key whose value is never shown
     refbot.Release("corrupt", config_text='{"release": "corrupt", "symbol": '),
     # For the quiesce gate: a bot that never trades, one mid-trade for 3 s from its start, one holding a
     # position for 3 s, one that ignores the drain and is mid-trade forever, and two that damage their state.
