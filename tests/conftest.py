@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -84,6 +85,22 @@ class Host:
 
     def env(self, extra: dict | None = None) -> dict:
         return dict(os.environ, **self.sandbox.env(), **(extra or {}))
+
+    def slotctl_snapshot(self) -> tuple[dict[str, tuple], dict[str, tuple]]:
+        """The root and the unit links as tree_snapshot sees them, for "nothing changed": all but what the running bot
+        writes at any moment (heartbeat, positions and its lock, log, the bot's temp files beside them, and so the
+        mtimes of the directories holding them). Anything else slotctl adds or changes, under shared/ too, still shows."""
+        h = self.ctx.host
+        bots = [f for f in (h.health.heartbeat_file, h.quiesce.positions_file, h.quiesce.positions_file + ".lock",
+                            h.health.log_file) if f]
+        patterns = bots + [os.path.join(os.path.dirname(f), f".{os.path.basename(f)}.*.tmp") for f in bots]
+        dirs = {os.path.dirname(f) for f in bots}
+        snap = {}
+        for path, (mode, size, mtime, link) in tree_snapshot(self.root).items():
+            if any(fnmatch.fnmatchcase(path, p) for p in patterns):
+                continue
+            snap[path] = (mode, None, None, link) if path in dirs else (mode, size, mtime, link)
+        return snap, tree_snapshot(self.sandbox.units)
 
     def reconfigure(self, **sections: dict) -> None:
         """Change inventory sections (e.g. quiesce={"policy": "flat"}) for this host and reload it."""
