@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .core.secret import is_secret
 from .errors import InputError
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -37,9 +38,6 @@ def _relative(v: str) -> str | None:
     if not v or p.is_absolute() or ".." in p.parts:
         return "a relative path that stays inside the root (no '..', not absolute)"
     return None
-
-
-SECRET_RE = re.compile(r"(secret|passw|token|api_?key|private|credential)", re.IGNORECASE)
 
 
 def _check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
@@ -278,7 +276,7 @@ class _Checker:
                 if not isinstance(k, str) or not k:
                     self.fail(key, "string keys", k)
                 if vt is Any:
-                    if key.endswith("vars") and SECRET_RE.search(k):
+                    if key.endswith("vars") and is_secret(k):
                         # Rendered into unit text, a secret would be readable by anyone; its value is never printed.
                         self.fail(f"{key}.{k}", "no secrets in vars: put them in a file named by environment_files")
                     if not isinstance(item, (str, int, float, bool)):

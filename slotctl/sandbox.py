@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -85,7 +86,7 @@ class Sandbox:
 
     @property
     def init_pid(self) -> int:
-        return int((self.dir / "init.pid").read_text())
+        return int((self.dir / "init.pid").read_text().split()[0])
 
     @property
     def proc_root(self) -> Path:
@@ -126,7 +127,7 @@ class Sandbox:
             preexec_fn=enter_cgroup, start_new_session=True, env=_inner_env(),
         )
         console.close()
-        (self.dir / "unshare.pid").write_text(str(self._proc.pid))
+        _record(self.dir / "unshare.pid", self._proc.pid)
         try:
             self._wait_booted(t0 + timeout)
         except BaseException:
@@ -146,7 +147,7 @@ class Sandbox:
             except FileNotFoundError:
                 kids = []
             if kids:
-                (self.dir / "init.pid").write_text(kids[0])
+                _record(self.dir / "init.pid", int(kids[0]))
                 break
             if time.monotonic() > deadline:
                 raise SandboxError("sandbox: init did not start")
@@ -176,30 +177,36 @@ class Sandbox:
         return " | ".join(lines[-3:]) or "no console output"
 
     def stop(self) -> None:
-        init = _read_pid(self.dir / "init.pid")
-        unshare = _read_pid(self.dir / "unshare.pid")
-        # SIGKILL is the only signal a namespace's PID 1 obeys; its death kills the whole namespace.
-        # unshare then reaps it and exits, so no zombie is left for the host's init to collect.
-        _kill(init)
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-        else:
-            deadline = time.monotonic() + 5
-            while unshare and _alive(unshare) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            _kill(unshare)
+        # pidfds of the recorded processes that are still the ones recorded; a stale file (a reboot,
+        # a reused pid) yields None and its pid is never signalled, only the file removed.
+        init = _open_recorded(self.dir / "init.pid")
+        unshare = _open_recorded(self.dir / "unshare.pid")
+        try:
+            # SIGKILL is the only signal a namespace's PID 1 obeys; its death kills the whole namespace.
+            # unshare then reaps it and exits, so no zombie is left for the host's init to collect.
+            _kill(init)
+            if self._proc is not None:
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                self._proc = None
+            elif unshare is not None:
+                select.select([unshare], [], [], 5)  # a pidfd turns readable when its process exits
+                _kill(unshare)
+        finally:
+            for fd in (init, unshare):
+                if fd is not None:
+                    os.close(fd)
         cg_file = self.dir / "cgroup"
         if cg_file.exists():
             cgroup = Path(cg_file.read_text())
             deadline = time.monotonic() + 5
             while cgroup.exists() and "populated 1" in (cgroup / "cgroup.events").read_text():
                 if time.monotonic() > deadline:
-                    raise SandboxError(f"sandbox: processes still alive in {cgroup} after SIGKILL")
+                    why = "after SIGKILL" if init is not None else "(its pid file names no process it can prove is its init)"
+                    raise SandboxError(f"sandbox: processes still alive in {cgroup} {why}")
                 time.sleep(0.01)
             for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
                 sub.rmdir()
@@ -227,28 +234,41 @@ class Sandbox:
         self.stop()
 
 
-def _read_pid(path: Path) -> int | None:
+def _identity(pid: int) -> str | None:
+    """'<start time> <boot id>': with the pid, names one process for good (pids are reused, boots restart them)."""
     try:
-        return int(path.read_text())
-    except (FileNotFoundError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
         return None
+    return f"{stat.rsplit(')', 1)[1].split()[19]} {boot}"  # field 22: start time, in ticks since boot
 
 
-def _kill(pid: int | None) -> None:
-    if pid:
+def _record(path: Path, pid: int) -> None:
+    path.write_text(f"{pid} {_identity(pid)}\n")
+
+
+def _open_recorded(path: Path) -> int | None:
+    """A pidfd of the process path records, if it is still that process; else None (stale or unreadable file)."""
+    try:
+        pid_text, _, identity = path.read_text().strip().partition(" ")
+        pid = int(pid_text)
+        fd = os.pidfd_open(pid)
+    except (OSError, ValueError):  # no file, no such process, a garbled file
+        return None
+    # Checked after opening: from here the fd pins the process, so a pid reused meanwhile is never signalled.
+    if not identity or _identity(pid) != identity:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _kill(pidfd: int | None) -> None:
+    if pidfd is not None:
         try:
-            os.kill(pid, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting for a parent that is not us."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _inner_env() -> dict[str, str]:

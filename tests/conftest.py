@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ RELEASES = [
     refbot.Release("crash", fault="crash_at_start"),
     refbot.Release("silent", fault="no_heartbeat"),
     refbot.Release("eth", config={"symbol": "ETH-PERP"}),  # a config key that may not differ
+    refbot.Release("secret", config={"api_secret": "hunter2"}),  # a key whose value is never shown
     refbot.Release("corrupt", config_text='{"release": "corrupt", "symbol": '),
     # For the quiesce gate: a bot that never trades, one mid-trade for 3 s from its start, one holding a
     # position for 3 s, one that ignores the drain and is mid-trade forever, and two that damage their state.
@@ -84,6 +86,22 @@ class Host:
     def env(self, extra: dict | None = None) -> dict:
         return dict(os.environ, **self.sandbox.env(), **(extra or {}))
 
+    def slotctl_snapshot(self) -> tuple[dict[str, tuple], dict[str, tuple]]:
+        """The root and the unit links as tree_snapshot sees them, for "nothing changed": all but what the running bot
+        writes at any moment (heartbeat, positions and its lock, log, the bot's temp files beside them, and so the
+        mtimes of the directories holding them). Anything else slotctl adds or changes, under shared/ too, still shows."""
+        h = self.ctx.host
+        bots = [f for f in (h.health.heartbeat_file, h.quiesce.positions_file, h.quiesce.positions_file + ".lock",
+                            h.health.log_file) if f]
+        patterns = bots + [os.path.join(os.path.dirname(f), f".{os.path.basename(f)}.*.tmp") for f in bots]
+        dirs = {os.path.dirname(f) for f in bots}
+        snap = {}
+        for path, (mode, size, mtime, link) in tree_snapshot(self.root).items():
+            if any(fnmatch.fnmatchcase(path, p) for p in patterns):
+                continue
+            snap[path] = (mode, None, None, link) if path in dirs else (mode, size, mtime, link)
+        return snap, tree_snapshot(self.sandbox.units)
+
     def reconfigure(self, **sections: dict) -> None:
         """Change inventory sections (e.g. quiesce={"policy": "flat"}) for this host and reload it."""
         doc = yaml.safe_load(self.inventory_path.read_text())
@@ -100,9 +118,13 @@ def write_inventory(path: Path, doc: dict) -> Path:
 
 @pytest.fixture
 def host(sandbox, bot_repo, tmp_path) -> Host:
-    doc = refbot.inventory(root=sandbox.shared / "opt" / "trading-bot", repo=bot_repo.path,
-                           wheelhouse=bot_repo.wheels, unit_dir=sandbox.units, commit=bot_repo.sha["v1"],
-                           window=1.5, max_age=3)
+    return make_host(sandbox, bot_repo, tmp_path, root=sandbox.shared / "opt" / "trading-bot")
+
+
+def make_host(sandbox: Sandbox, bot_repo: BotRepo, tmp_path: Path, *, root: Path) -> Host:
+    """The `host` fixture's host with its deployment root elsewhere (it must be under sandbox.shared)."""
+    doc = refbot.inventory(root=root, repo=bot_repo.path, wheelhouse=bot_repo.wheels, unit_dir=sandbox.units,
+                           commit=bot_repo.sha["v1"], window=1.5, max_age=3)
     path = write_inventory(tmp_path / "inventory.yaml", doc)
     ctx = HostContext(inventory.load(path).hosts["local"], sandbox.bus_address, sandbox.proc_root)
     return Host(sandbox, path, ctx, bot_repo)

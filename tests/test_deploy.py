@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import zipfile
 
 import pytest
 
-from conftest import tree_snapshot, write_inventory
+from conftest import make_host, tree_snapshot, write_inventory
 from helpers import active, deploy, envelope, manifest, running_slot
 from slotctl import refbot
 from slotctl.adapters import units as unitsmod
@@ -28,6 +29,19 @@ def test_deploy_builds_the_slot_switches_to_it_and_marks_it_good(host):
         assert unitsmod.digest((host.root / "slots/blue/units" / unit).read_text()) == digest
     assert running_slot(host) == "blue"
     assert host.cli("status").returncode == 0
+
+
+def test_a_deployment_root_reached_through_a_symlink_deploys_and_audits_clean(sandbox, bot_repo, tmp_path):
+    """Like /opt -> /srv/opt: the kernel reports the bot's cwd resolved, the inventory names the link."""
+    real = sandbox.shared / "srv" / "opt"
+    real.mkdir(parents=True)
+    (sandbox.shared / "opt").symlink_to(real)
+    host = make_host(sandbox, bot_repo, tmp_path, root=sandbox.shared / "opt" / "trading-bot")
+    proc = deploy(host, "v1")
+    assert proc.returncode == 0, proc.stderr
+    assert running_slot(host) == "blue"
+    status = host.cli("status")
+    assert status.returncode == 0, status.stderr
 
 
 def test_second_deploy_uses_the_other_slot_and_rollback_returns_to_the_first(host):
@@ -106,9 +120,31 @@ def test_a_malformed_commit_argument_exits_2(host, commit):
     assert not (host.root / "slots").exists()
 
 
+def test_nothing_changed_ignores_the_bots_own_writes_but_sees_every_change_slotctl_makes(host):
+    """The snapshot the 'changes nothing' tests compare: the running bot may write, slotctl may not."""
+    assert deploy(host, "v1").returncode == 0
+    before = host.slotctl_snapshot()
+    heartbeat, journal = host.root / "shared/data/heartbeat.json", host.root / ".slotctl/journal.jsonl"
+    ts = heartbeat.stat().st_mtime_ns
+    deadline = time.monotonic() + 10
+    while heartbeat.stat().st_mtime_ns == ts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert heartbeat.stat().st_mtime_ns != ts, "the bot should have written a heartbeat"
+    assert host.slotctl_snapshot() == before
+    for change in (lambda: (host.root / "shared/control/drain").write_text("{}"),  # slotctl's own file under shared/
+                   lambda: (host.root / "slots/blue/slot.json").touch(),
+                   lambda: journal.write_text(journal.read_text() + "\n"),
+                   lambda: (host.root / "shared/data/by-slotctl").mkdir(),  # slotctl never writes the bot's state
+                   lambda: (host.sandbox.units / "trading-bot.service").unlink()):
+        time.sleep(0.01)  # a different mtime even on a coarse clock
+        change()
+        assert host.slotctl_snapshot() != before
+        before = host.slotctl_snapshot()
+
+
 def test_a_malformed_inventory_exits_2_with_one_line_and_changes_nothing(host):
     assert deploy(host, "v1").returncode == 0
-    before = tree_snapshot(host.root), tree_snapshot(host.sandbox.units)
+    before = host.slotctl_snapshot()
     doc = refbot.inventory(root=host.root, repo=host.bot_repo.path, wheelhouse=host.bot_repo.wheels,
                            unit_dir=host.sandbox.units, commit=host.bot_repo.sha["v2"])
     doc["defaults"]["health"]["window"] = "soon"
@@ -118,7 +154,7 @@ def test_a_malformed_inventory_exits_2_with_one_line_and_changes_nothing(host):
     assert proc.stderr.strip() == (f"slotctl deploy: error: {host.inventory_path}: defaults.health.window: "
                                    "expected a number, got 'soon'")
     assert "Traceback" not in proc.stderr
-    assert (tree_snapshot(host.root), tree_snapshot(host.sandbox.units)) == before
+    assert host.slotctl_snapshot() == before
 
 
 def test_dry_run_shows_the_plan_and_writes_nothing(host):

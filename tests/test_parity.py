@@ -77,6 +77,28 @@ def test_yaml_and_json_configs_compare_by_value_not_by_text():
     assert parity.config(["c.yaml"], a, b, ()) == []
 
 
+@pytest.mark.parametrize("name, was, now, subject, expected, actual", [
+    ("c.json", {"api_secret": "hunter2-a"}, {"api_secret": "hunter2-b"}, "c.json:api_secret", "(secret)", "(secret)"),
+    ("c.json", {"exchange": {"Password": "hunter2-a"}}, {"exchange": {"Password": "hunter2-b"}},
+     "c.json:exchange.Password", "(secret)", "(secret)"),
+    ("c.json", {"tokens": ["x", "hunter2-a"]}, {"tokens": ["x", "hunter2-b"]}, "c.json:tokens[1]", "(secret)", "(secret)"),
+    ("c.json", {}, {"api_key": "hunter2-b"}, "c.json:api_key", "(missing)", "(secret)"),
+    ("c.json", {"db": {"private_key": "hunter2-a"}}, {}, "c.json:db", {"private_key": "(secret)"}, "(missing)"),
+    ("c.json", {}, {"db": {"host": "h", "creds": [{"token": "hunter2-b"}]}}, "c.json:db", "(missing)",
+     {"host": "h", "creds": [{"token": "(secret)"}]}),
+    ("secrets.yaml", {"binance": {"key": "hunter2-a"}}, {"binance": {"key": "hunter2-b"}},
+     "secrets.yaml:binance.key", "(secret)", "(secret)"),
+])
+def test_config_findings_never_show_the_values_of_secret_looking_keys(name, was, now, subject, expected, actual):
+    """The diff says a secret changed, never what it was or became: not in the detail, the line or the JSON."""
+    (f,) = parity.config([name], {name: json.dumps(was).encode()}, {name: json.dumps(now).encode()}, ())
+    assert (f.subject, f.expected, f.actual) == (subject, expected, actual)
+    if "(secret)" in (expected, actual):
+        assert f.detail.startswith("changed: ")
+    for shown in (f.detail, f.line(), json.dumps(f.to_dict())):
+        assert "hunter2" not in shown
+
+
 @pytest.mark.parametrize("inventory_python, installed, ok", [
     ("python3.11", "3.11.7", True), ("/usr/bin/python3.12", "3.12.1", True),
     ("python3.11", "3.12.1", False), ("python3.1", "3.11.7", False),
@@ -206,6 +228,19 @@ def test_a_config_file_edited_in_the_live_slot_is_drift(host):
     cfg.write_text(cfg.read_text().replace("BTC-PERP", "DOGE-PERP"))
     code, lines = drift_lines(host)
     assert code == 3 and "config live_config.json: changed in the slot since it was built (hand-edited?)" in lines
+
+
+def test_dry_run_says_a_secret_config_key_changed_and_never_shows_its_value(host):
+    """The plan, in JSON and as text, names api_secret but holds no value of it."""
+    assert deploy(host, "v1").returncode == 0
+    proc = host.cli("deploy", "--dry-run", "--json", "--commit", host.bot_repo.sha["secret"])
+    assert proc.returncode == 0, proc.stderr
+    (f,) = [f for f in envelope(proc)["hosts"]["local"]["config_diff"] if f["subject"] == "live_config.json:api_secret"]
+    assert (f["expected"], f["actual"]) == ("(missing)", "(secret)") and f["detail"].startswith("changed: ")
+    text = host.cli("deploy", "--dry-run", "--commit", host.bot_repo.sha["secret"])
+    assert "live_config.json:api_secret: changed" in text.stdout
+    for out in (proc.stdout, proc.stderr, text.stdout, text.stderr):
+        assert "hunter2" not in out
 
 
 def test_dry_run_shows_the_dependency_and_config_diff(host):

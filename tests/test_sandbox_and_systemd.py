@@ -92,6 +92,37 @@ def test_starting_again_in_the_same_directory_cleans_up_a_leftover(tmp_path):
         second.stop()
 
 
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22
+
+
+@pytest.mark.parametrize("call", ["stop", "start"])
+@pytest.mark.parametrize("stale", [
+    # A pid and nothing to prove whose it is (what slotctl wrote before it recorded identities).
+    pytest.param("{pid}\n", id="bare-pid"),
+    pytest.param("{pid} {start} 00000000-0000-0000-0000-000000000000\n", id="before-a-reboot"),
+    pytest.param("{pid} 1{start} {boot}\n", id="pid-reused"),  # same boot, a later process
+])
+def test_stale_pid_files_never_get_a_stranger_killed(tmp_path, call, stale):
+    """After a reboot the recorded pids may name anyone's process: start and stop verify before they signal."""
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        sb_dir = tmp_path / "sb"
+        sb_dir.mkdir()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        for name in ("init.pid", "unshare.pid"):
+            (sb_dir / name).write_text(stale.format(pid=stranger.pid, start=_start_time(stranger.pid), boot=boot))
+        sb = Sandbox(sb_dir)
+        if call == "start":
+            sb.start()
+        sb.stop()
+        assert stranger.poll() is None, "a process slotctl did not start was signalled"
+        assert not (sb_dir / "init.pid").exists() and not (sb_dir / "unshare.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_adapter_starts_stops_and_reads_a_unit_after_its_job_is_done(sandbox, tmp_path):
     workdir = sandbox.shared / "work"
     workdir.mkdir()

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .lockfile import Pin
+from .secret import SHOWN, is_secret, redact
 
 DRIFT, ALLOWED, INFO = "drift", "allowed", "info"
 
@@ -167,9 +168,21 @@ def config(files: list[str], active: dict[str, bytes | None] | None, candidate: 
             continue
         for key, was, now in key_diff(parsed[active_name], parsed[candidate_name]):
             sev = ALLOWED if _allowed(f, key, allow) else DRIFT
-            out.append(Finding("config", f"{f}:{key}", f"{_show(was)!r} in {active_name}, {_show(now)!r} in {candidate_name}",
-                               sev, _show(was), _show(now)))
+            out.append(_config_finding(f, key, was, now, sev, active_name, candidate_name))
     return out
+
+
+def _config_finding(file: str, key: str, was: Any, now: Any, severity: str, active_name: str,
+                    candidate_name: str) -> Finding:
+    """Findings reach the plan, the journal and JSON: a secret-looking key's values never go in them."""
+    subject = f"{file}:{key}"
+    if is_secret(subject):  # the file's name counts too: all of secrets.yaml is secret
+        was, now = (_show(v) if v is _MISSING else SHOWN for v in (was, now))
+        return Finding("config", subject, f"changed: {was} in {active_name}, {now} in {candidate_name} "
+                       "(the key looks secret: its values are never shown)", severity, was, now)
+    # A key that is not secret may still hold one (a whole section added or removed).
+    was, now = _show(redact(was)), _show(redact(now))
+    return Finding("config", subject, f"{was!r} in {active_name}, {now!r} in {candidate_name}", severity, was, now)
 
 
 def blocking(findings: list[Finding]) -> list[Finding]:

@@ -140,7 +140,8 @@ class HostContext:
         except OSError:
             return None
         for slot in SLOTS:
-            base = str(self.layout.slot(slot))
+            # The kernel reports the cwd with every symlink resolved (a root under /opt -> /srv/opt too).
+            base = os.path.realpath(self.layout.slot(slot))
             if cwd == base or cwd.startswith(base + "/"):
                 return slot
         return "(outside the slots)"
