@@ -275,7 +275,12 @@ def deploy(
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     if _is_fleet(contexts):
-        return _fleet_deploy(contexts, opts, commit, dry_run, yes, allow_drift, quiesce_timeout, wait_lock, serial, max_fail)
+        from .ops import fleet
+
+        result = fleet.rolling_deploy(contexts, commit, dry_run=dry_run, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout,
+                                      wait_lock=wait_lock, serial=serial, max_fail=max_fail,
+                                      confirm=functools.partial(_confirm, yes))
+        return _print_rows("deploy", result.table(), opts, result.stopped)
     plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
     if dry_run:
         if opts.json:
@@ -329,43 +334,6 @@ def _confirm(yes: bool, question: str) -> None:
         raise InputError("not confirmed, nothing changed")
 
 
-def _fleet_deploy(contexts, opts: Opts, commit, dry_run, yes, allow_drift, quiesce_timeout, wait_lock, serial, max_fail) -> int:
-    from .ops import fleet
-    from .ops.build import pinned_commit, plan
-    from .ops.deploy import deploy as do_deploy
-
-    for c in contexts:
-        if c.host.ssh:
-            pinned_commit(c, commit)  # the format is checked here; the host itself checks that the commit exists
-        else:
-            plan(c, commit)
-    args = ["--commit", commit] if commit else []
-    if dry_run:
-        rows = fleet.sweep(contexts, lambda c: fleet.remote(c, ["deploy", "--dry-run", *args], fleet.row_from_outcome)
-                           if c.host.ssh else fleet.Row(c.host.name, OK, plan_summary(plan(c, commit))), parallel=64)
-        return _print_rows("deploy", rows, opts)
-    _confirm(yes, f"deploy to {len(contexts)} hosts ({', '.join(c.host.name for c in contexts)}), "
-                  f"{serial} at a time, stopping after {max_fail} failure(s)?")
-    extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
-    extra += ["--allow-drift"] if allow_drift else []
-    extra += ["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else []
-
-    def one(c) -> fleet.Row:
-        _say(f"{c.host.name}: deploying")
-        if c.host.ssh:
-            return fleet.remote(c, ["deploy", *extra], fleet.row_from_outcome)
-        return fleet.local_mutation(c, lambda ctx, deploy_id: do_deploy(
-            ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout), wait_lock)
-
-    result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
-    return _print_rows("deploy", result.rows + [fleet.Row(n, OK, "untouched", active_slot=None) for n in result.untouched],
-                       opts, result.stopped)
-
-
-def plan_summary(p) -> str:
-    return f"would build slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})"
-
-
 @app.command()
 @command("rollback")
 def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: WaitLockOpt = 0,
@@ -395,8 +363,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
                                                                             quiesce_timeout=quiesce_timeout), wait_lock)
 
         result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
-        return _print_rows("rollback", result.rows + [fleet.Row(n, OK, "untouched") for n in result.untouched],
-                           opts, result.stopped)
+        return _print_rows("rollback", result.table(), opts, result.stopped)
     outcomes = []
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):

@@ -13,7 +13,8 @@ from pathlib import Path
 from .errors import InputError
 from .wheels import lock_line, make_wheel
 
-SOURCE = Path(__file__).resolve().parents[1] / "examples" / "refbot"
+# Package data (pyproject.toml): the demo runs the same from a checkout or an installed wheel.
+SOURCE = Path(__file__).resolve().parent / "refbot_src"
 _BOT_FILES = ("run.py", "dashboard.py")
 
 TRADEKIT = {
@@ -41,7 +42,7 @@ def make_repo(dest: Path, wheelhouse: Path, releases: list[Release]) -> list[str
     import git
 
     if not SOURCE.is_dir():
-        raise InputError(f"{SOURCE}: the reference bot's source is missing (the demo runs from a source checkout)")
+        raise InputError(f"{SOURCE}: the reference bot's source is missing (a wheel built without its package data?)")
     wheels = make_wheelhouse(wheelhouse)
     repo = git.Repo.init(dest, initial_branch="main")
     me = git.Actor("slotctl demo", "demo@slotctl.invalid")

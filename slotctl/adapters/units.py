@@ -14,7 +14,8 @@ from ..errors import InputError
 from ..inventory import HostConfig
 from . import fs
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# Package data (pyproject.toml), beside the code: the same path in a checkout and in an installed wheel.
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 # systemd reads each directive its own way; one filter per way (systemd.service(5), systemd.exec(5)).

@@ -35,6 +35,10 @@ class Rollout:
     untouched: list[str]  # hosts the rollout never reached: it stopped at --max-fail
     stopped: str | None = None
 
+    def table(self) -> list[Row]:
+        """Every host once: the ones the rollout reached, then the untouched ones."""
+        return self.rows + [Row(n, OK, "untouched") for n in self.untouched]
+
 
 def _commit_of(doc: dict[str, Any], slot: str | None) -> str | None:
     slots = doc.get("slots") or {}
@@ -112,3 +116,43 @@ def local_mutation(ctx: HostContext, act: Callable[[HostContext, str], Any], wai
     except SlotctlError as e:
         return Row(ctx.host.name, e.exit_code, e.message, seconds=time.monotonic() - t0)
     return row_from_outcome(ctx.host.name, out.exit_code, jsonable(out), time.monotonic() - t0)
+
+
+# -- a rolling deploy ---------------------------------------------------------------------
+
+
+def plan_summary(p: Any) -> str:
+    return f"would build slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})"
+
+
+def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: bool, allow_drift: bool,
+                   quiesce_timeout: float | None, wait_lock: float, serial: int, max_fail: int,
+                   confirm: Callable[[str], None]) -> Rollout:
+    """Deploy to several hosts in batches; `confirm` raises to say no (the CLI asks on a terminal)."""
+    from .build import pinned_commit, plan
+    from .deploy import deploy
+
+    # Every host's input is checked before any host moves.
+    for c in contexts:
+        if c.host.ssh:
+            pinned_commit(c, commit)  # the format only; the host itself checks that the commit exists
+        else:
+            plan(c, commit)
+    args = ["--commit", commit] if commit else []
+    if dry_run:
+        return Rollout(sweep(contexts, lambda c: remote(c, ["deploy", "--dry-run", *args], row_from_outcome)
+                             if c.host.ssh else Row(c.host.name, OK, plan_summary(plan(c, commit))), parallel=64), [])
+    confirm(f"deploy to {len(contexts)} hosts ({', '.join(c.host.name for c in contexts)}), "
+            f"{serial} at a time, stopping after {max_fail} failure(s)?")
+    extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
+    extra += ["--allow-drift"] if allow_drift else []
+    extra += ["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else []
+
+    def one(c: HostContext) -> Row:
+        c.say(f"{c.host.name}: deploying")
+        if c.host.ssh:
+            return remote(c, ["deploy", *extra], row_from_outcome)
+        return local_mutation(c, lambda ctx, deploy_id: deploy(
+            ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout), wait_lock)
+
+    return rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
