@@ -309,7 +309,8 @@ def _inner(sb: Path) -> None:
     os.chmod(root / "run", 0o755)
     (root / str(shared).lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / "run/dbus").mkdir(parents=True, exist_ok=True)
-    _run("mount", "--bind", str(shared), f"{root}{shared}")
+    # --rbind: a filesystem mounted inside shared/ before the boot (a small one, to fill in a test) is seen too.
+    _run("mount", "--rbind", str(shared), f"{root}{shared}")
     _run("mount", "--bind", str(shared / "dbus"), f"{root}/run/dbus")
     os.chdir(root)
     os.mkdir(".old")

@@ -40,6 +40,10 @@ RELEASES = [
     # For the crash tests: two releases that accumulate open positions and keep them.
     refbot.Release("k1", config={"open_every": 4, "hold_seconds": 100000}),
     refbot.Release("k2", config={"open_every": 4, "hold_seconds": 100000}),
+    # For the fault matrix: every kind of bad release, holding positions as k1 and k2 do (none closes by itself).
+    *(refbot.Release(f"bad-{kind}", fault=fault, config={"open_every": 4, "hold_seconds": 100000})
+      for kind, fault in (("crash", "crash_at_start"), ("loses", "lose_positions"), ("silent", "no_heartbeat"),
+                          ("ignores", "ignore_state"), ("hangs", "hang_at_start"))),
 ]
 
 
@@ -142,3 +146,12 @@ def tree_snapshot(root: Path) -> dict[str, tuple]:
             link = os.readlink(p) if p.is_symlink() else None
             snap[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, link)
     return snap
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The matrices say how many cases they covered (record_property "covered"; it survives pytest-xdist)."""
+    lines = sorted(v for rep in terminalreporter.stats.get("passed", []) for k, v in rep.user_properties if k == "covered")
+    if lines:
+        terminalreporter.section("paths covered")
+        for line in lines:
+            terminalreporter.line(line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from slotctl.core.manifest import parse as parse_manifest
 
@@ -32,3 +33,89 @@ def envelope(proc) -> dict:
 def running_slot(host) -> str | None:
     st = host.ctx.systemd.state("trading-bot.service")
     return host.ctx.process_slot(st.main_pid) if st.main_pid else None
+
+
+def open_positions(host) -> set[str]:
+    try:
+        return {p["id"] for p in json.loads((host.root / "shared/data/positions_futures.json").read_text())["open_positions"]}
+    except FileNotFoundError:
+        return set()
+
+
+def bot_processes(host, script: str = "run.py") -> list[int]:
+    """Processes inside the sandbox running the bot's script, found in its /proc: not through systemd's eyes."""
+    pids = []
+    for d in host.sandbox.proc_root.iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(script.encode()) for a in argv):
+                pids.append(int(d.name))
+    return pids
+
+
+def journal_records(host) -> list[dict]:
+    from slotctl.adapters import journal
+
+    return journal.read(host.root / ".slotctl/journal.jsonl")[0]
+
+
+def assert_consistent(host, positions_before: set[str], where: str, *, drain: str | None = None) -> None:
+    """What an operator checks after a crash or an error, from the outside, independently of recover's own logic:
+    the symlink names a complete slot that is not bad, the units are that slot's, the bot runs from it, no two bots
+    run, the positions open before are still open, the drain is as the operator left it (None: no drain), no temp
+    files remain, no deploy is left open, and `status` exits 0 (unless the operator's drain stands)."""
+    from slotctl.adapters.units import digest
+    from slotctl.core.history import unfinished
+
+    slot = active(host)
+    assert slot in ("slots/blue", "slots/green"), f"{where}: trading-bot-current is {slot}"
+    name = slot.split("/")[1]
+    m = manifest(host, name)
+    assert m.verdict == "good", f"{where}: the active slot {name} is {m.verdict}"
+    for unit, want in m.units.items():
+        link = host.sandbox.units / unit
+        assert os.readlink(link) == str(host.root / "trading-bot-current/units" / unit), where
+        assert digest(link.read_text()) == want, f"{where}: {unit} is not slot {name}'s"
+    assert running_slot(host) == name, f"{where}: the bot runs from {running_slot(host)}, not {name}"
+    assert len(bot_processes(host)) == 1, f"{where}: bots running: {bot_processes(host)}"
+    assert len(bot_processes(host, "dashboard.py")) <= 1, where
+    flag = host.root / "shared/control/drain"
+    assert (flag.read_text() if flag.exists() else None) == drain, f"{where}: the drain is not as the operator left it"
+    assert positions_before <= open_positions(host), f"{where}: positions lost: {positions_before - open_positions(host)}"
+    leftovers = [p.name for p in (host.root / "slots").iterdir() if p.name.startswith(".")]
+    leftovers += [p.name for d in (host.root, host.sandbox.units, host.root / "shared/control") for p in d.glob(".*.tmp")]
+    leftovers += [p.name for p in (host.root / ".slotctl/backups").glob(".tmp-*")]
+    assert leftovers == [], f"{where}: {leftovers}"
+    assert unfinished(journal_records(host)) is None, f"{where}: a deploy is left open in the journal"
+    status = host.cli("status")
+    assert status.returncode == (0 if drain is None else 3), f"{where}: {status.stdout}"
+
+
+def journal_points(host, *args: str, env: dict | None = None) -> list[str]:
+    """Run `slotctl ARGS` to its end and return every journal point it passed, as SLOTCTL_FAULT names them
+    ("flip:begin", the second "stop:begin" as "stop:begin#2"), plus the points inside the build and the flip."""
+    before = len(journal_records(host))
+    host.cli(*args, env=env)
+    names = ["begin"]
+    for r in journal_records(host)[before:]:
+        if r.get("event") == "step":
+            names.append(f"{r['step']}:{r['phase']}")
+            if r["step"] in ("build", "flip") and r["phase"] == "begin":
+                names.append(f"{r['step']}:mid")  # inside the step: a half-built slot, a temp link not yet renamed
+    seen: dict[str, int] = {}
+    points = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        points.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return points
+
+
+def wait_for(predicate, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+    return value

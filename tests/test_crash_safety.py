@@ -3,87 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
-from helpers import active, deploy, envelope, manifest, running_slot
-from slotctl.adapters import journal
-from slotctl.core.history import unfinished
+from helpers import active, assert_consistent, deploy, envelope
 
 
 @pytest.fixture
 def host(host):
     host.reconfigure(config={"allow_differ": ["release", "fault", "open_every", "hold_seconds"]})
     return host
-
-
-def open_positions(host) -> set[str]:
-    try:
-        return {p["id"] for p in json.loads((host.root / "shared/data/positions_futures.json").read_text())["open_positions"]}
-    except FileNotFoundError:
-        return set()
-
-
-def assert_consistent(host, positions_before: set[str], where: str) -> None:
-    """The conditions of issue 7, checked from the outside, independently of recover's own logic."""
-    slot = active(host)
-    assert slot in ("slots/blue", "slots/green"), where
-    name = slot.split("/")[1]
-    assert manifest(host, name).verdict == "good", where
-    link = host.sandbox.units / "trading-bot.service"
-    assert os.readlink(link) == str(host.root / "trading-bot-current/units/trading-bot.service"), where
-    assert running_slot(host) == name, where
-    assert not (host.root / "shared/control/drain").exists(), f"{where}: drain lifted under a healthy bot"
-    assert positions_before <= open_positions(host), f"{where}: positions lost"
-    leftovers = [p.name for p in (host.root / "slots").iterdir() if p.name.startswith(".")]
-    leftovers += [p.name for d in (host.root, host.sandbox.units) for p in d.glob(".*.tmp")]
-    assert leftovers == [], where
-    records, _ = journal.read(host.root / ".slotctl/journal.jsonl")
-    assert unfinished(records) is None, where
-    assert host.cli("status").returncode == 0, f"{where}: {host.cli('status').stdout}"
-
-
-def kill_points(host, release: str) -> list[str]:
-    """Every step boundary a deploy of `release` passes, read from its own journal, plus the points inside steps."""
-    before = len((host.root / ".slotctl/journal.jsonl").read_text().splitlines())
-    deploy(host, release)
-    records = [json.loads(line) for line in (host.root / ".slotctl/journal.jsonl").read_text().splitlines()[before:]]
-    names = ["begin"]
-    for r in records:
-        if r.get("event") == "step":
-            names.append(f"{r['step']}:{r['phase']}")
-            if r["step"] in ("build", "flip") and r["phase"] == "begin":
-                names.append(f"{r['step']}:mid")  # inside the step: a half-built slot, a temp link not yet renamed
-    seen: dict[str, int] = {}
-    points = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        points.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return points
-
-
-def test_a_deploy_killed_at_any_step_is_recovered_to_a_consistent_host(host, capsys):
-    assert deploy(host, "k1").returncode == 0
-    forward = kill_points(host, "k2")  # a deploy that commits
-    failing = [p for p in kill_points(host, "crash") if p not in forward]  # and the rollback path of one that fails
-    covered = 0
-    for release_of, point in [(None, p) for p in forward] + [("crash", p) for p in failing]:
-        current = manifest(host, active(host).split("/")[1]).commit
-        release = release_of or ("k2" if current == host.bot_repo.sha["k1"] else "k1")
-        positions = open_positions(host)
-        killed = host.cli("deploy", "--yes", "--commit", host.bot_repo.sha[release], env={"SLOTCTL_KILL_AT": point})
-        assert killed.returncode == -9, f"{point}: never reached ({killed.returncode}): {killed.stderr[-500:]}"
-        rec = host.cli("recover", "--json")
-        assert rec.returncode in (0, 1), f"{point}: {rec.stdout} {rec.stderr}"
-        assert_consistent(host, positions, f"killed at {point} deploying {release}")
-        covered += 1
-    with capsys.disabled():
-        print(f"\n  crash safety: {covered} kill points covered ({len(forward)} on a deploy that commits, "
-              f"{len(failing)} on the rollback path of one that fails), all recovered consistent\n")
-    assert covered >= 30
 
 
 def test_the_next_deploy_recovers_an_interrupted_one_first(host):

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import active, deploy, envelope
+from helpers import active, deploy, envelope, wait_for
 
 
 @pytest.fixture
@@ -33,13 +33,6 @@ def snapshots(host) -> list[dict]:
 
 def bot_pid(host) -> int:
     return host.ctx.systemd.state("trading-bot.service").main_pid
-
-
-def wait_for(predicate, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def test_a_flat_bot_passes_the_gate_at_once_and_the_drain_is_lifted(host):

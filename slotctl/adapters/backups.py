@@ -53,13 +53,14 @@ def inside_root(host: HostConfig, p: Path) -> None:
 def take(host: HostConfig, backups: Path, snap_id: str, *, good: bool, reason: str, extra: dict) -> Path:
     """Copy the state files into backups/<snap_id>/ via a temp dir and one rename; each file's owner and mode
     are recorded, so that a restore gives the bot back files it can write."""
+    sources = state_files(host)
     backups.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = backups / f".tmp-{snap_id}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(mode=0o700)
         digests, owners = {}, {}
-        for src in state_files(host):
+        for src in sources:
             rel = src.relative_to(host.root)
             dest = tmp / "files" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

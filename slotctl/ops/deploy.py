@@ -20,7 +20,7 @@ from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
 from .build import build, drop_previous, plan, put_back
 from .host import HostContext, Run
-from .quiesce import GateResult, quiesce
+from .quiesce import GateResult, quiesce, snapshot
 from .switch import ProbeResult, activate, mark, switch_to
 from .verify import verify
 
@@ -70,6 +70,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
     """Activate `new`; on a failed probe mark it bad and go back to `fallback`. Undrain only under a healthy bot."""
     drain, positions = gated.drain, gated.positions.ids
     assert drain is not None
+    snapshot(ctx, out.deploy_id, out.active_commit, gated)
     result = activate(ctx, new, positions)
     out.probes.append(result)
     if result.ok:
@@ -209,7 +210,7 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
     ctx.run = Run(ctx.layout.journal, deploy_id, "deploy")
     ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
     out = Outcome(ctx.host.name, "deploy", OK, "", planned.active, planned.slot, planned.commit,
-                  active_slot=planned.active, deploy_id=deploy_id)
+                  active_slot=planned.active, active_commit=planned.active_commit, deploy_id=deploy_id)
 
     def build_step() -> bool:
         with ctx.step("build", slot=planned.slot):
@@ -230,7 +231,7 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
             ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
         return True
 
-    return _journaled(ctx, out, build_step, lambda: quiesce(ctx, deploy_id, planned.active_commit, quiesce_timeout),
+    return _journaled(ctx, out, build_step, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
                       lambda gated: _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}"),
                       built=planned.slot)
 
@@ -253,5 +254,6 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
     ctx.run.begin(commit=m.commit, from_slot=active, to_slot=target)
     out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active, deploy_id=deploy_id)
     current, _ = ctx.manifest(active)
-    return _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, current.commit if current else None, quiesce_timeout),
+    out.active_commit = current.commit if current else None
+    return _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
                       lambda gated: _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}"))

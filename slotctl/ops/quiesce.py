@@ -80,8 +80,8 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
         time.sleep(0.2)
 
 
-def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout: float | None = None) -> GateResult:
-    """State check, drain, gate; on success a good snapshot, rotated. The caller lifts the drain."""
+def quiesce(ctx: HostContext, deploy_id: str, timeout: float | None = None) -> GateResult:
+    """State check, drain, gate. Once it opened, the caller takes the snapshot and lifts the drain."""
     drain = Drain(ctx.host)
     backups.state_files(ctx.host)  # a state file linked out of the root is refused before anything happens
     operators = drain.active()
@@ -94,26 +94,25 @@ def quiesce(ctx: HostContext, deploy_id: str, commit_before: str | None, timeout
         try:
             with ctx.progress("quiesce: waiting for the bot to be flat or recorded"):
                 result = wait(ctx, deploy_id, since, timeout)
-            rec.update(opened=result.opened, reason=result.reason)
-            if result.opened:
-                snap, removed = _snapshot(ctx, deploy_id, commit_before, result)
         except BaseException:
             drain.lift(deploy_id)  # nothing was switched: the running bot goes back to trading
             raise
+        rec.update(opened=result.opened, reason=result.reason)
     if not result.opened:
         drain.lift(deploy_id)
         return result
-    ctx.say(f"  snapshot {snap.name}: {len(result.positions.ids)} open position(s)"
-            + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
-    result.drain, result.snapshot = drain, snap
+    result.drain = drain
     return result
 
 
-def _snapshot(ctx: HostContext, deploy_id: str, commit_before: str | None, result: GateResult) -> tuple[Path, list[str]]:
+def snapshot(ctx: HostContext, deploy_id: str, commit_before: str | None, gated: GateResult) -> None:
+    """The state as the gate saw it, before anything restarts; the first step past the gate."""
     with ctx.step("snapshot") as rec:
-        snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=result.reason,
+        snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=gated.reason,
                             extra={"deploy": deploy_id, "commit_before": commit_before,
-                                   "open_positions": list(result.positions.ids)})
+                                   "open_positions": list(gated.positions.ids)})
         removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
-        rec.update(snapshot=snap.name, open_positions=list(result.positions.ids))
-    return snap, removed
+        rec.update(snapshot=snap.name, open_positions=list(gated.positions.ids))
+    ctx.say(f"  snapshot {snap.name}: {len(gated.positions.ids)} open position(s)"
+            + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
+    gated.snapshot = snap

@@ -9,7 +9,7 @@ live_config.json sets its pace and can make a release misbehave on purpose:
   open_every      ticks between new trades          hold_seconds   how long a position stays open
   trade_seconds   how long a trade is in flight     start_with_trade  begin a trade at once
   fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
-         | empty_positions | torn_positions | lose_positions | log_elsewhere | null
+         | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere | null
 A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
 It speaks sd_notify when systemd asks (NOTIFY_SOCKET): READY=1 once its state is loaded, WATCHDOG=1 each tick.
 """
@@ -100,11 +100,15 @@ def main() -> int:
     if fault == "hang_at_start":
         log("fault injected: hanging at start")
         time.sleep(100000)
-    state = load_positions()
-    if fault == "lose_positions":
-        log(f"fault injected: forgetting open positions {ids(state)}")
-        state["open_positions"] = []
-    save_positions(state)  # the file exists from the first second on, even before any trade
+    if fault == "ignore_state":  # never reads its positions file, and leaves it as it was
+        state = {"open_positions": [], "closed": 0, "next_id": 1000}
+        log("fault injected: ignoring the positions file")
+    else:
+        state = load_positions()
+        if fault == "lose_positions":
+            log(f"fault injected: forgetting open positions {ids(state)}")
+            state["open_positions"] = []
+        save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
     sd_notify("READY=1")
     started = time.monotonic()
