@@ -54,6 +54,9 @@ def test_a_deploy_of_a_bad_release_killed_at_every_point_from_the_stop_on_is_rec
     for point in points:
         kill_then_recover(host, args, point, f"deploy of {release}")
         assert manifest(host, active(host).split("/")[1]).commit == host.bot_repo.sha["k1"]
+        inactive = manifest(host, "green" if active(host) == "slots/blue" else "blue")
+        # Only the bad release is ever marked bad: no release that passed its probes is condemned for it.
+        assert inactive.verdict != "bad" or inactive.commit == host.bot_repo.sha[release], f"killed at {point}"
     report(record_property, f"a deploy of a release that {kind}", points)
 
 

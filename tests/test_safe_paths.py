@@ -73,6 +73,19 @@ def test_recovery_compares_positions_with_the_interrupted_deploys_snapshot(host)
     assert_consistent(host, before, "recovered after a kill as the probe began")
 
 
+def test_recovery_on_the_way_back_marks_the_failed_release_bad_never_the_one_it_replaced(host):
+    """Green held k2, a good release, before the bad build replaced it; killed once the switch back had flipped,
+    recovery must judge the build that failed, not put k2 back in its place and condemn it."""
+    assert deploy(host, "k1").returncode == 0
+    assert deploy(host, "k2").returncode == 0
+    assert deploy(host, "k1").returncode == 0  # blue runs k1; green holds k2, good
+    killed(host, "bad-crash", "flip:end#2")
+    assert host.cli("recover").returncode == 1
+    green = manifest(host, "green")
+    assert (green.commit, green.verdict) == (host.bot_repo.sha["bad-crash"], "bad")
+    assert_consistent(host, set(), "recovered on the way back from a failed release")
+
+
 # -- errors after the gate ------------------------------------------------------------------------------------
 
 

@@ -172,11 +172,11 @@ def _settle_after_error(ctx: HostContext, out: Outcome, e: Exception) -> None:
 
     error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
     ctx.say(f"  error after the gate opened: {error}; settling the host")
-    records, _ = journal_mod.read(ctx.layout.journal)
-    dep = unfinished(records)
-    assert dep is not None and dep.id == out.deploy_id
     rec = Recovery(ctx.host.name)
     try:
+        dep = unfinished(journal_mod.read(ctx.layout.journal)[0])
+        if dep is None or dep.id != out.deploy_id:
+            raise SlotctlError(f"the journal does not show deploy {out.deploy_id} as open")
         settle(ctx, dep, rec)
     except Exception as again:
         raise StuckDeploy(f"{error}; settling the host failed too: {getattr(again, 'message', again)}. The deploy "

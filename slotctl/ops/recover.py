@@ -72,10 +72,12 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
         if not (layout.slots / f".{slot}.previous").exists():
             continue
         if dep is not None and dep.begin.get("to_slot") == slot:
-            switched = ctx.active_slot() == slot
+            # Once the switch began, the new build stays to be judged (and marked bad if it failed); before it,
+            # nothing ran from it and the previous release, the rollback target, goes back in place.
+            keep_new = dep.started("stop")
         else:
-            switched = ctx.manifest(slot)[0] is not None  # `slotctl build` alone: done once its slot.json is written
-        if switched:
+            keep_new = ctx.manifest(slot)[0] is not None  # `slotctl build` alone: done once its slot.json is written
+        if keep_new:
             drop_previous(slot_dir)
             actions.append(f"removed slot {slot}'s previous release: the new one had been switched to or built")
         else:
