@@ -155,6 +155,7 @@ class HostConfig:
     environment_files: tuple[str, ...] = ()
     ssh: str | None = field(default=None, metadata=_check(_ssh))
     remote: RemoteConfig = RemoteConfig()
+    source: Path | None = field(default=None, metadata={"internal": True})  # the inventory file, for messages
 
     def path(self, rel: str) -> Path:
         """A root-relative path of the inventory; a symlink on the way that leads out of the root is refused."""
@@ -321,7 +322,7 @@ def to_document(host: HostConfig) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    body = {k: plain(v) for k, v in dataclasses.asdict(host).items() if k not in ("name", "ssh", "remote")}
+    body = {k: plain(v) for k, v in dataclasses.asdict(host).items() if k not in ("name", "ssh", "remote", "source")}
     return {"version": 1, "hosts": {host.name: body}}
 
 
@@ -403,7 +404,7 @@ def parse(doc: Any, path: Path) -> Inventory:
         for unit in merged.get("units", {}):
             if not UNIT_RE.match(unit):
                 c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
-        host = _build(HostConfig, dict(merged, name=name))
+        host = _build(HostConfig, dict(merged, name=name, source=path))
         if host.service not in host.units:
             c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
         hosts[name] = host

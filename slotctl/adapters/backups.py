@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core.quiesce import OK, SnapshotInfo, rotation
 from ..errors import InputError, SlotctlError
 from ..inventory import HostConfig
-from . import fs
+from . import fs, ownership
 from .state import read_positions
 
 RECORD = "snapshot.json"
@@ -138,8 +138,9 @@ def restore(host: HostConfig, snapshot: Path) -> list[str]:
         for src in sorted(p for p in files.rglob("*") if p.is_file()):
             rel = src.relative_to(files)
             dest = host.root / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
             inside_root(host, dest.parent)  # the directory it lands in is the root's own (a link there is replaced)
+            if not dest.parent.is_dir():  # gone since the snapshot: made again for the bot, which writes there
+                ownership.bot_dir(host, dest.parent)
             o = owners.get(str(rel), {})
             fs.atomic_write_bytes(dest, src.read_bytes(), o.get("mode", 0o644),
                                   owner=(o["uid"], o["gid"]) if "uid" in o else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import SlotctlError
 from ..inventory import HostConfig
-from . import fs
+from . import fs, ownership
 from .journal import who
 
 
@@ -26,7 +26,7 @@ class Drain:
     """
 
     def __init__(self, host: HostConfig) -> None:
-        self.q = host.quiesce
+        self.host, self.q = host, host.quiesce
         self.flag: Path = host.path(host.quiesce.drain_file)
 
     def active(self) -> dict | None:
@@ -52,8 +52,8 @@ class Drain:
         since = time.time()
         ours = self.active() is None
         if ours:
-            self.flag.parent.mkdir(parents=True, exist_ok=True)
-            fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id})
+            ownership.bot_dir(self.host, self.flag.parent)
+            fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id}, 0o644)  # the bot reads it
         try:
             self._call(self.q.drain_command, self.q.drain_url, "drain")
         except BaseException:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import ownership
+
 FORMAT = 1
 
 
@@ -28,7 +30,7 @@ def append(path: Path, event: str, **fields: Any) -> dict[str, Any]:
     record = {"v": FORMAT, "ts": time.time(), "event": event, "user": who(), "host": socket.gethostname(),
               "pid": os.getpid(), **fields}
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ownership.make_dirs(path.parent, ownership.STATE_DIR)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         size = os.fstat(fd).st_size

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LOCKED, SlotctlError
-from . import fs
+from . import fs, ownership
 from .journal import who
 
 
@@ -35,7 +35,7 @@ class HostLock:
             return None
 
     def acquire(self, command: str, deploy_id: str, wait: float = 0) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ownership.make_dirs(self.path.parent, ownership.STATE_DIR)  # the first lock may make the root too
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             got = fs.flock_within(fd, fcntl.LOCK_EX, wait)

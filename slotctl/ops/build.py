@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__, faults
-from ..adapters import fs
+from ..adapters import fs, ownership
 from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
@@ -128,6 +128,7 @@ class Plan:
 def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     host = ctx.host
     sha = pinned_commit(ctx, commit)
+    ownership.check(host)  # needs this host's user database: a remote host checks it in its own plan
     source = gitsrc.Source(host.repo, ctx.layout.state_dir / "git-cache")
     commit_obj = source.resolve(sha)
     source.check_tree(commit_obj)
@@ -189,7 +190,7 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
     commit_obj = p.source.resolve(p.commit)
     venvmod.verify_local_files(host.index, p.pins)
     ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})")
-    _prepare_root(ctx)
+    ownership.prepare_root(host)
     slot_dir = layout.slot(p.slot)
     with _replacing(slot_dir, keep_previous):
         slot_dir.mkdir()
@@ -205,6 +206,7 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
         _compile_src(slot_dir)
         ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'} in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
+        ownership.seal_slot(slot_dir)
         config = read_config_files(slot_dir / "src", host.config.files)
         manifest = Manifest(
             slot=p.slot,
@@ -224,17 +226,6 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
     seconds = time.monotonic() - t0
     ctx.say(f"  slot {p.slot} complete in {seconds:.1f}s")
     return BuildResult(p.slot, manifest, seconds)
-
-
-def _prepare_root(ctx: HostContext) -> None:
-    layout, host = ctx.layout, ctx.host
-    layout.slots.mkdir(parents=True, exist_ok=True)
-    layout.state_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(layout.state_dir, 0o700)  # an existing one too: journal, backups and locks are nobody else's
-    for rel in (host.shared.data, host.shared.logs, host.shared.control):
-        (host.root / rel).mkdir(parents=True, exist_ok=True)
-    for rel in (host.quiesce.positions_file, host.health.heartbeat_file, host.quiesce.drain_file):
-        (host.root / rel).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _refuse_if_running_from(ctx: HostContext, slot: str) -> None:
