@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from ..core import lockfile, parity
 from ..core.layout import other
 from ..core.manifest import Manifest
 from ..errors import BuildError, InputError
-from ..inventory import SHA_RE
+from ..inventory import SHA_RE, HostConfig
 from .host import HostContext
 from .verify import read_config_files
 
@@ -226,15 +227,50 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
     return BuildResult(p.slot, manifest, seconds)
 
 
-def _prepare_root(ctx: HostContext) -> None:
+def _prepare_root(ctx: HostContext) -> list[str]:
+    """The layout of DESIGN.md section 1 with its owners and modes; returns what it changed (`slotctl setup` says so).
+
+    The root and slots/ are slotctl's (root, 0755: the bot reads its code through them), .slotctl/ is root's alone,
+    the shared directories are the bot's (vars.user, once that user exists), since the bot writes its state there.
+    """
     layout, host = ctx.layout, ctx.host
-    layout.slots.mkdir(parents=True, exist_ok=True)
-    layout.state_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(layout.state_dir, 0o700)  # an existing one too: journal, backups and locks are nobody else's
+    me = (os.geteuid(), os.getegid())
+    bot = _bot_owner(host)
+    changes: list[str] = []
+
+    def ensure(path: Path, mode: int | None, owner: tuple[int, int] | None) -> None:
+        created = not path.is_dir()
+        if created:
+            path.mkdir(parents=True, exist_ok=True)
+            changes.append(f"created {path}")
+        st = path.stat()
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode)
+            changes.extend([] if created else [f"{path}: mode {mode:04o}"])
+        if owner is not None and (st.st_uid, st.st_gid) != owner:
+            os.chown(path, *owner)
+            changes.extend([] if created else [f"{path}: owner {owner[0]}:{owner[1]}"])
+
+    ensure(host.root, 0o755, me)
+    ensure(layout.slots, 0o755, me)
+    ensure(layout.state_dir, 0o700, me)  # journal, backups and locks are nobody else's
     for rel in (host.shared.data, host.shared.logs, host.shared.control):
-        (host.root / rel).mkdir(parents=True, exist_ok=True)
+        ensure(host.root / rel, None, bot)
     for rel in (host.quiesce.positions_file, host.health.heartbeat_file, host.quiesce.drain_file):
-        (host.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        ensure((host.root / rel).parent, None, bot)
+    return changes
+
+
+def _bot_owner(host: HostConfig) -> tuple[int, int] | None:
+    """uid and gid of vars.user; None without one, or while it does not exist (setup creates or demands it)."""
+    import pwd
+
+    name = host.vars.get("user")
+    try:
+        pw = pwd.getpwnam(str(name)) if name else None
+    except KeyError:
+        return None
+    return (pw.pw_uid, pw.pw_gid) if pw else None
 
 
 def _refuse_if_running_from(ctx: HostContext, slot: str) -> None:
