@@ -48,7 +48,9 @@ def main() -> None:
         print(f"{'hosts':>5}  {'one sweep':>10}  {'one by one':>11}  {'sweep vs 1 host':>16}  {'one by one vs sweep':>20}")
         base = None
         for n in SIZES:
-            doc = {"version": 1, "defaults": {"repo": str(work), "remote": remote_defaults(key, known)},
+            # The hosts share this filesystem: this controller's own slotctl stands in for one `slotctl setup` installs.
+            remote = dict(remote_defaults(key, known), slotctl=str(Path(sys.executable).with_name("slotctl")))
+            doc = {"version": 1, "defaults": {"repo": str(work), "remote": remote},
                    "hosts": {h.name: {"ssh": h.ssh, "root": str(h.root)} for h in hosts[:n]}}
             inv = work / f"inventory-{n}.yaml"
             inv.write_text(yaml.safe_dump(doc))

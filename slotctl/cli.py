@@ -433,6 +433,37 @@ def history(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1, help="
 
 
 @app.command()
+@command("setup")
+def setup(ctx: typer.Context,
+          wheelhouse: Annotated[Path | None, typer.Option(
+              "--wheelhouse", metavar="DIR", help="Send the wheels in DIR (slotctl's and its dependencies') instead of "
+              "building them from this checkout.")] = None,
+          inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Prepare hosts for deploys: check systemd, cgroup2 and python; install this slotctl version over SSH from wheels
+    sent by this machine (no package index needed there); create the bot's user; lay out the root.
+
+    Idempotent: each step says ok or changed, and a second run changes nothing. Exit 2 when a prerequisite is
+    missing or a step failed (what runs on the host is as it was), 3 when a host cannot be reached.
+
+    Example: slotctl setup --all
+    """
+    from .ops.setup import setup as do_setup
+    from .render import envelope, setup_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    results = do_setup(_contexts(opts), wheelhouse, say=ui.say)
+    code = worst([r.exit_code for r in results])
+    for r in results:
+        if r.error:
+            print(f"slotctl setup: error: {r.error}", file=sys.stderr)
+    if opts.json:
+        print(envelope("setup", code, {r.host: r.to_dict() for r in results}))
+    else:
+        ui.out("\n".join(setup_text(r) for r in results if not r.error))
+    return code
+
+
+@app.command()
 @command("demo")
 def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the demo's files for a look afterwards.")] = False) -> int:
     """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back.

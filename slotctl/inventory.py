@@ -40,6 +40,10 @@ def _relative(v: str) -> str | None:
     return None
 
 
+def _absolute(v: str) -> str | None:
+    return None if v.startswith("/") else "an absolute path on the host"
+
+
 def _check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
     return {"check": fn}
 
@@ -118,11 +122,27 @@ def _ssh(v: str) -> str | None:
 class RemoteConfig:
     """How the controller reaches a host with `ssh:` (Fabric) and runs slotctl there."""
 
-    slotctl: str = "slotctl"  # the command on the remote host
+    # Where `slotctl setup` installs slotctl on the host: <prefix>/venv (a link to the venv of the installed
+    # version), <prefix>/wheels (what the controller sent).
+    prefix: str = field(default="/opt/slotctl", metadata=_check(_absolute))
+    slotctl: str | None = None  # the command on the remote host; None: <prefix>/venv/bin/slotctl, as setup installs it
+    # setup puts slotctl on the host's PATH with this link; null: nowhere
+    link: str | None = field(default="/usr/local/bin/slotctl", metadata=_check(_absolute))
     identity: str | None = None  # private key file; None: the ssh agent and ~/.ssh defaults
     known_hosts: str = "~/.ssh/known_hosts"  # host keys are checked against it; an unknown host is refused
     connect_timeout: float = field(default=10, metadata=_check(_positive))
     command_timeout: float = field(default=3600, metadata=_check(_positive))
+
+    @property
+    def command(self) -> str:
+        return self.slotctl or f"{self.prefix.rstrip('/')}/venv/bin/slotctl"
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    """What `slotctl setup` may do to a host beyond slotctl's own files."""
+
+    create_user: bool = False  # create vars.user as a system user when it does not exist
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,7 @@ class HostConfig:
     environment_files: tuple[str, ...] = ()
     ssh: str | None = field(default=None, metadata=_check(_ssh))
     remote: RemoteConfig = RemoteConfig()
+    setup: SetupConfig = SetupConfig()
     source: Path | None = field(default=None, metadata={"internal": True})  # the inventory file, for messages
 
     def path(self, rel: str) -> Path:

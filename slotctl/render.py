@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .ops.build import Plan
 from .ops.deploy import Outcome
+from .ops.setup import SetupResult
 from .ops.status import Status
 from .ops.verify import Report
 
@@ -155,4 +156,10 @@ def rows_text(rows: list, note: str | None = None) -> str:
         lines.append(f"{r.host:<{width}}  {r.exit_code:>4}  {slot:<5}  {commit:<12}  {summary}")
     if note:
         lines.append(note)
+    return "\n".join(lines)
+
+
+def setup_text(r: SetupResult) -> str:
+    lines = [f"{r.host}: {r.summary} ({r.seconds:.1f}s)"]
+    lines += [f"  {'changed' if s.changed else 'ok':<7}  {s.name:<13}  {s.detail}" for s in r.steps]
     return "\n".join(lines)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +91,10 @@ def host_entry(h: SshHost, repo: Path, wheels: Path) -> dict:
     shutil.copytree(repo, h.shared / "repo")
     shutil.copytree(wheels, h.shared / "wheels")
     return {"ssh": h.ssh, "root": str(h.root), "repo": str(h.shared / "repo"),
-            "index": {"find_links": [str(h.shared / "wheels")], "offline": True}, "unit_dir": "/etc/systemd/system"}
+            "index": {"find_links": [str(h.shared / "wheels")], "offline": True}, "unit_dir": "/etc/systemd/system",
+            # The hosts share this machine's filesystem: `slotctl setup` installs slotctl inside each one's own folder.
+            "remote": {"prefix": str(h.shared / "slotctl"), "link": str(h.shared / "bin" / "slotctl")}}
 
 
 def remote_defaults(client_key: Path, known_hosts: Path) -> dict:
-    return {"slotctl": str(Path(sys.executable).with_name("slotctl")), "identity": str(client_key),
-            "known_hosts": str(known_hosts), "connect_timeout": 5}
+    return {"identity": str(client_key), "known_hosts": str(known_hosts), "connect_timeout": 5}

@@ -17,7 +17,7 @@ from sshhosts import host_entry, keypair, remote_defaults, start_host
 
 
 class Fleet:
-    def __init__(self, tmp_path, bot_repo, n: int) -> None:
+    def __init__(self, tmp_path, bot_repo, n: int, setup: bool = True) -> None:
         self.bot_repo = bot_repo
         self.client_key = keypair(tmp_path / "client_key")
         self.known_hosts = tmp_path / "known_hosts"
@@ -38,6 +38,9 @@ class Fleet:
                     "hosts": {h.name: host_entry(h, bot_repo.path, bot_repo.wheels) for h in self.hosts}}
         self.inventory = tmp_path / "inventory.yaml"
         write_inventory(self.inventory, self.doc)
+        if setup:  # bare hosts get slotctl the way an operator's do
+            proc = self.cli("setup", "--all")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def add_host(self, name: str, entry: dict) -> None:
         self.doc["hosts"][name] = entry
@@ -157,9 +160,9 @@ def test_inventory_values_reach_the_remote_shell_quoted(fleet):
     h = fleet.hosts[0]
     odd = h.shared / "bin dir" / "slot ctl;touch pwned $(touch pwned2)"
     odd.parent.mkdir()
-    odd.write_text(f"#!/bin/sh\nexec {fleet.doc['defaults']['remote']['slotctl']} \"$@\"\n")
+    odd.write_text(f"#!/bin/sh\nexec {h.shared / 'slotctl/venv/bin/slotctl'} \"$@\"\n")
     odd.chmod(0o755)
-    fleet.doc["hosts"]["h0"]["remote"] = {"slotctl": str(odd)}
+    fleet.doc["hosts"]["h0"]["remote"]["slotctl"] = str(odd)
     write_inventory(fleet.inventory, fleet.doc)
     r = rows(fleet.cli("status", "--host", "h0", "--json"))
     assert r["h0"]["reachable"] and "nothing deployed yet" in r["h0"]["summary"]
@@ -171,3 +174,83 @@ def test_the_remote_host_is_given_its_own_inventory_without_ssh(fleet):
     doc = yaml.safe_load((fleet.hosts[1].root / ".slotctl/inventory.controller.yaml").read_text())
     (body,) = doc["hosts"].values()
     assert "ssh" not in body and "remote" not in body and body["root"] == str(fleet.hosts[1].root)
+
+
+@pytest.fixture
+def bare(tmp_path, bot_repo):
+    """One host with Debian, Python, systemd and sshd only: no slotctl yet."""
+    f = Fleet(tmp_path, bot_repo, 1, setup=False)
+    yield f
+    f.stop()
+
+
+def test_setup_makes_a_bare_host_deployable_and_a_second_run_changes_nothing(bare):
+    """Prerequisites, slotctl from the controller's wheels, the layout; then a deploy works; then setup is a no-op."""
+    (h,) = bare.hosts
+    assert not (h.shared / "slotctl").exists()
+    proc = bare.cli("setup", "--all", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = {s["name"]: s for s in json.loads(proc.stdout)["hosts"]["h0"]["steps"]}
+    assert [n for n, s in steps.items() if s["changed"]] == ["wheels", "slotctl", "path", "layout"]
+    assert os.readlink(h.shared / "bin/slotctl") == str(h.shared / "slotctl/venv/bin/slotctl")
+    assert oct(os.stat(h.root / ".slotctl").st_mode & 0o777) == "0o700"
+    proc = bare.cli("deploy", "--all", "--yes", "--commit", bare.bot_repo.sha["v1"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert bare.active(h) == "slots/blue"
+    t0 = time.monotonic()
+    again = bare.cli("setup", "--all", "--json")
+    seconds = time.monotonic() - t0
+    assert again.returncode == 0, again.stderr
+    row = json.loads(again.stdout)["hosts"]["h0"]
+    assert row["summary"] == "nothing changed" and not any(s["changed"] for s in row["steps"]), row
+    assert seconds < 10, f"a setup with nothing to do took {seconds:.1f}s"
+
+
+def test_setup_creates_the_bots_user_and_gives_it_the_shared_dirs(bare):
+    """vars.user with setup.create_user: a system user, owning shared/ dirs; slots/ and .slotctl/ stay root's."""
+    (h,) = bare.hosts
+    bare.doc["hosts"]["h0"].update(vars={"user": "trader"}, setup={"create_user": True})
+    write_inventory(bare.inventory, bare.doc)
+    proc = bare.cli("setup", "--all", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = {s["name"]: s for s in json.loads(proc.stdout)["hosts"]["h0"]["steps"]}
+    assert steps["user"] == {"name": "user", "changed": True, "detail": "created system user trader"}
+    data = os.stat(h.root / "shared/data")
+    assert data.st_uid != 0 and os.stat(h.root / "shared/control").st_uid == data.st_uid
+    assert os.stat(h.root / "slots").st_uid == 0 and os.stat(h.root / ".slotctl").st_uid == 0
+    again = bare.cli("setup", "--all", "--json")
+    assert json.loads(again.stdout)["hosts"]["h0"]["summary"] == "nothing changed"
+
+
+def test_setup_stops_at_a_missing_prerequisite_with_one_line_and_exit_2(bare):
+    """An inventory python the host does not have: named, exit 2, nothing installed."""
+    (h,) = bare.hosts
+    bare.doc["hosts"]["h0"]["python"] = "python3.99"
+    write_inventory(bare.inventory, bare.doc)
+    proc = bare.cli("setup", "--host", "h0")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "slotctl setup: error: host h0: python 'python3.99' (inventory key python) not found there"
+    assert not (h.shared / "slotctl").exists() and not h.root.exists()
+
+
+def test_a_host_running_another_slotctl_version_is_refused_before_it_acts(bare):
+    """Version skew: exit 2 naming both versions and `slotctl setup`; the deploy never starts there."""
+    (h,) = bare.hosts
+    other = h.shared / "old-slotctl"
+    other.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "slotctl 0.0.9 (commit unknown)"; exit 0; fi\n'
+                     'echo \'{"schema": 1, "slotctl": "0.0.9", "hosts": {}}\'\n')
+    other.chmod(0o755)
+    bare.doc["hosts"]["h0"]["remote"]["slotctl"] = str(other)
+    write_inventory(bare.inventory, bare.doc)
+    for args in (["status", "--host", "h0"], ["deploy", "--host", "h0", "--yes", "--commit", bare.bot_repo.sha["v1"]]):
+        proc = bare.cli(*args, "--json")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        summary = rows(proc)["h0"]["summary"]
+        assert "runs slotctl 0.0.9, this controller is slotctl 0.1.0" in summary and "slotctl setup --host h0" in summary
+    assert not (h.root / "slots").exists()
+    # No slotctl at all (never set up) is the same refusal.
+    bare.doc["hosts"]["h0"]["remote"].pop("slotctl")
+    write_inventory(bare.inventory, bare.doc)
+    proc = bare.cli("status", "--host", "h0", "--json")
+    assert proc.returncode == 2 and "no slotctl at" in rows(proc)["h0"]["summary"]

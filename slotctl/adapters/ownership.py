@@ -69,10 +69,11 @@ def check(host: HostConfig) -> None:
     bot_dirs(host)
 
 
-def make_dirs(path: Path, mode: int, owner: tuple[int, int] | None = None) -> None:
+def make_dirs(path: Path, mode: int, owner: tuple[int, int] | None = None) -> list[str]:
     """mkdir -p: path gets `mode` when made here, the dirs leading to it PUBLIC_DIR; path gets `owner` (uid, gid)
     when its uid differs (an operator's choice of group is kept). A link in place of a dir is refused, never
-    followed: root must not chmod or chown what the bot pointed a link of its own at."""
+    followed: root must not chmod or chown what the bot pointed a link of its own at. Returns what it changed."""
+    changes = []
     missing = []
     p = path
     while not p.exists() and p != p.parent:
@@ -85,10 +86,13 @@ def make_dirs(path: Path, mode: int, owner: tuple[int, int] | None = None) -> No
             continue
         with _dir_fd(d) as fd:
             os.fchmod(fd, mode if d == path else PUBLIC_DIR)
+        changes.append(f"created {d}")
     if owner is not None:
         with _dir_fd(path) as fd:
             if os.fstat(fd).st_uid != owner[0]:
                 os.fchown(fd, *owner)
+                changes.append(f"{path}: owner {owner[0]}:{owner[1]}")
+    return changes
 
 
 @contextlib.contextmanager
@@ -105,15 +109,20 @@ def bot_dir(host: HostConfig, path: Path) -> None:
     make_dirs(path, BOT_DIR, bot_owner(host))
 
 
-def prepare_root(host: HostConfig) -> None:
-    """The layout before a build; slots/ and .slotctl/ get their modes back even when they exist (they are slotctl's)."""
+def prepare_root(host: HostConfig) -> list[str]:
+    """The layout before a build (and `slotctl setup`'s); slots/ and .slotctl/ get their modes back even when they
+    exist (they are slotctl's). Returns what it changed."""
     layout = Layout(host.root)
+    changes = []
     for d, mode in ((layout.slots, PUBLIC_DIR), (layout.state_dir, STATE_DIR)):
-        make_dirs(d, mode)
-        os.chmod(d, mode)
+        changes += make_dirs(d, mode)
+        if stat.S_IMODE(d.stat().st_mode) != mode:
+            os.chmod(d, mode)
+            changes.append(f"{d}: mode {mode:04o}")
     owner = bot_owner(host)
     for d in bot_dirs(host):
-        make_dirs(d, BOT_DIR, owner)
+        changes += make_dirs(d, BOT_DIR, owner)
+    return changes
 
 
 def seal_slot(slot_dir: Path) -> None:

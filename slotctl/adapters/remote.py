@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AUDIT_FAILED
+from .. import __version__
+from ..errors import AUDIT_FAILED, BAD_INPUT
 from ..inventory import SSH_RE, HostConfig, to_document
 
 UNREACHABLE = AUDIT_FAILED  # an unreachable host is a problem the fleet's status reports (exit 3)
@@ -57,11 +58,56 @@ def connection(host: HostConfig):
     return conn
 
 
-def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
-    """Run `slotctl --json <command>` on the host against its own inventory; never hangs past the timeouts."""
+_SKEW = "slotctl-version-skew:"  # what the remote side says on stderr when its slotctl is not the controller's
+
+
+def version_guard(command: str) -> str:
+    """A shell line that stops (exit 2) unless `command --version` is this controller's version: checked before
+    the command acts, in the same round trip, whatever version the host runs (even one without such a check)."""
+    want = shlex.quote(f"slotctl {__version__} ")
+    return (f"{{ v=$({shlex.quote(command)} --version 2>/dev/null) || v=; "
+            f"case \"$v\" in {want}*) ;; *) printf '%s%s\\n' {_SKEW} \"$v\" >&2; exit 2;; esac; }}")
+
+
+def skew_message(host: HostConfig, theirs: str | None) -> str:
+    got = f"slotctl {theirs}" if theirs else f"no slotctl at {host.remote.command}"
+    return (f"host {host.name} runs {got}, this controller is slotctl {__version__}: "
+            f"run `slotctl setup --host {host.name}` to install this version there")
+
+
+def _skewed(stderr: str) -> str | None:
+    """The remote's version when the guard stopped it ('' when it has none); None when it did not."""
+    for line in stderr.splitlines():
+        if line.startswith(_SKEW):
+            words = line[len(_SKEW):].split()
+            return words[1] if len(words) > 1 else ""
+    return None
+
+
+def unreachable(host: HostConfig, e: BaseException) -> tuple[str, bool]:
+    """A connection failure as one line, and whether the host was reached at all."""
     import paramiko
     from invoke.exceptions import CommandTimedOut
 
+    r = host.remote
+    if isinstance(e, CommandTimedOut):
+        return f"{host.ssh}: slotctl did not answer in {r.command_timeout:g}s", True
+    if isinstance(e, paramiko.BadHostKeyException):
+        return f"{host.ssh}: host key differs from {r.known_hosts}: refusing to connect", False
+    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
+        return f"{host.ssh}: host key not in {r.known_hosts}: refusing to connect", False
+    return f"{host.ssh}: unreachable: {getattr(e, 'strerror', None) or e}", False
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    import paramiko
+    from invoke.exceptions import CommandTimedOut
+
+    return (CommandTimedOut, paramiko.SSHException, TimeoutError, OSError, EOFError)
+
+
+def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
+    """Run `slotctl --json <command>` on the host against its own inventory; never hangs past the timeouts."""
     t0 = time.monotonic()
     r = host.remote
     state = f"{host.root}/.slotctl"
@@ -78,27 +124,26 @@ def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
         shlex.join(["mkdir", "-p", state]),
         f"printf %s {shlex.quote(json.dumps(to_document(host)))} > {shlex.quote(tmp)}",
         shlex.join(["mv", "-f", tmp, inv]),
-        "exec " + shlex.join([r.slotctl, "-i", inv, "--json", *command]),
+        version_guard(r.command),
+        "exec " + shlex.join([r.command, "-i", inv, "--json", *command]),
     ])
     try:
         with connection(host) as conn:
             res = conn.run(shlex.join(["sh", "-c", script]), hide=True, warn=True, timeout=r.command_timeout,
                            in_stream=False)
-    except CommandTimedOut:
-        return fail(UNREACHABLE, f"{host.ssh}: slotctl did not answer in {r.command_timeout:g}s")
-    except paramiko.BadHostKeyException:
-        return fail(UNREACHABLE, f"{host.ssh}: host key differs from {r.known_hosts}: refusing to connect", reachable=False)
-    except paramiko.SSHException as e:
-        if "not found in known_hosts" in str(e):
-            return fail(UNREACHABLE, f"{host.ssh}: host key not in {r.known_hosts}: refusing to connect", reachable=False)
-        return fail(UNREACHABLE, f"{host.ssh}: unreachable: {e}", reachable=False)
-    except (TimeoutError, OSError, EOFError) as e:
-        return fail(UNREACHABLE, f"{host.ssh}: unreachable: {getattr(e, 'strerror', None) or e}", reachable=False)
+    except connection_errors() as e:
+        why, reachable = unreachable(host, e)
+        return fail(UNREACHABLE, why, reachable)
+    theirs = _skewed(res.stderr)
+    if theirs is not None:
+        return fail(BAD_INPUT, skew_message(host, theirs))
     try:
         envelope = json.loads(res.stdout)
         doc = envelope["hosts"].get(host.name) or {"error": envelope.get("error")}
     except (ValueError, KeyError, TypeError, AttributeError):
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.exited}"]
         return fail(res.exited or 2, f"{host.ssh}: not an answer from slotctl: {tail[0]}")
+    if envelope.get("slotctl") != __version__:  # the guard passed, yet the answer is another version's
+        return fail(BAD_INPUT, skew_message(host, str(envelope.get("slotctl"))))
     error = envelope.get("error")
     return RemoteResult(host.name, res.exited, doc, error, time.monotonic() - t0)
