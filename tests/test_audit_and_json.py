@@ -40,6 +40,9 @@ def signal_bot(host, sig: str) -> None:
 
 
 def test_status_names_each_broken_risk_and_a_clean_host_passes(host, tmp_path):
+    # The bot is frozen (SIGSTOP) below for several status calls; systemd's watchdog (5 s) must not restart it
+    # meanwhile, or a busy machine sees a fresh bot rewrite the state this test damages on purpose.
+    host.reconfigure(health={"watchdog": 120})
     assert deploy(host, "k1").returncode == 0
     time.sleep(2.5)  # k1 opens a position every 2 s: the next deploy's snapshot holds some
     assert deploy(host, "k2").returncode == 0
