@@ -20,8 +20,8 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Blue/green deployments for a trading bot run by systemd.\n\n"
     "Exit codes: 0 ok, 1 deploy failed and rolled back (healthy on the old slot), 2 bad input "
-    "(nothing changed), 3 status found problems, 4 another deploy holds the lock, 5 quiesce timed out, "
-    "6 rollback failed: the host needs an operator now.",
+    "(nothing changed), 3 status found problems, 4 another deploy holds the lock (or deploys "
+    "are on hold), 5 quiesce timed out, 6 rollback failed: the host needs an operator now.",
 )
 sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.\n\n"
                           'Example: eval "$(slotctl sandbox start /var/tmp/sb)"; ...; slotctl sandbox stop /var/tmp/sb')
@@ -267,6 +267,7 @@ def deploy(
 
     Example: slotctl deploy --commit 0123...cdef --yes --json
     """
+    from .ops import hold as holds
     from .ops.build import plan
     from .ops.deploy import deploy as do_deploy
     from .ops.session import exclusive
@@ -281,6 +282,9 @@ def deploy(
                                       wait_lock=wait_lock, serial=serial, max_fail=max_fail,
                                       confirm=functools.partial(_confirm, yes))
         return _print_rows("deploy", result.table(), opts, result.stopped)
+    if not dry_run:
+        for c in contexts:
+            holds.refuse(c, "deploy")  # before the plan and the lock: a refused deploy writes nothing
     plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
     if dry_run:
         if opts.json:
@@ -339,11 +343,16 @@ def _confirm(yes: bool, question: str) -> None:
 def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: WaitLockOpt = 0,
              serial: SerialOpt = 1, max_fail: MaxFailOpt = 1,
              yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (several hosts).")] = False,
+             override_hold: Annotated[bool, typer.Option(
+                 "--override-hold", help="Roll back even while deploys are on hold (an emergency; journaled).")] = False,
              inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
 
+    Refused (exit 4) while deploys are on hold, unless --override-hold.
+
     Example: slotctl rollback --host local
     """
+    from .ops import hold as holds
     from .ops.deploy import rollback as do_rollback
     from .ops.session import exclusive
     from .render import outcome_text
@@ -355,21 +364,69 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
 
         _confirm(yes, f"roll back {len(contexts)} hosts, {serial} at a time?")
         extra = ["--wait-lock", str(wait_lock)] + (["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else [])
+        extra += ["--override-hold"] if override_hold else []
 
         def one(c) -> fleet.Row:
             if c.host.ssh:
                 return fleet.remote(c, ["rollback", *extra], fleet.row_from_outcome)
-            return fleet.local_mutation(c, lambda x, deploy_id: do_rollback(x, deploy_id=deploy_id,
-                                                                            quiesce_timeout=quiesce_timeout), wait_lock)
+            return fleet.local_mutation(c, lambda x, deploy_id: do_rollback(
+                x, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout, override_hold=override_hold), wait_lock)
 
         result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
         return _print_rows("rollback", result.table(), opts, result.stopped)
+    for c in contexts:
+        holds.refuse(c, "rollback", override=override_hold)  # before the lock: a refused rollback writes nothing
     outcomes = []
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
-            outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout))
+            outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout,
+                                        override_hold=override_hold))
     code = worst([o.exit_code for o in outcomes])
     return _emit(opts, "rollback", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
+
+
+@app.command()
+@command("hold")
+def hold(ctx: typer.Context,
+         reason: Annotated[str, typer.Option("--reason", help="Why deploys are held; shown to whoever is refused.")],
+         until: Annotated[str | None, typer.Option(
+             "--until", metavar="TIME", help="ISO 8601 time with a zone (2026-12-01T14:00:00Z); the hold no longer stands "
+             "after it [default: until slotctl unhold].")] = None,
+         inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Freeze deploys and rollbacks on hosts (builds go on); a second hold replaces the first. Journaled.
+
+    Example: slotctl hold --all --reason "FOMC" --until 2026-12-16T19:30:00Z
+    """
+    from .core.hold import describe
+    from .ops import hold as holds
+
+    reason, until = holds.checked(reason, until)
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, "hold")
+    records = {c.host.name: holds.hold(c, reason, until) for c in contexts}
+    return _emit(opts, "hold", OK, {n: {"hold": r} for n, r in records.items()},
+                 "\n".join(f"{n}: deploys {describe(r)}" for n, r in records.items()))
+
+
+@app.command()
+@command("unhold")
+def unhold(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+           json_: JsonOpt = None) -> int:
+    """Lift the deploy hold on hosts (exit 0 when there was none). Journaled.
+
+    Example: slotctl unhold --all
+    """
+    from .core.hold import describe
+    from .ops import hold as holds
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, "unhold")
+    lifted = {c.host.name: holds.unhold(c) for c in contexts}
+    return _emit(opts, "unhold", OK, {n: {"lifted": r} for n, r in lifted.items()},
+                 "\n".join(f"{n}: lifted the hold ({describe(r)})" if r else f"{n}: no hold to lift"
+                           for n, r in lifted.items()))
 
 
 @app.command()

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from . import __version__
+from .core.hold import describe as describe_hold
 from .ops.build import Plan
 from .ops.deploy import Outcome
 from .ops.setup import SetupResult
@@ -67,6 +68,9 @@ def status_text(s: Status) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap["ts"]))
         lines.append(f"  snapshot  {snap['id']} at {when}, {'good' if snap.get('good') else 'NOT good: ' + snap.get('reason', '')}, "
                      f"{len(snap.get('open_positions', []))} open position(s)")
+    if s.hold is not None:
+        lines.append(f"  hold      deploys {describe_hold(s.hold)}"
+                     + ("" if s.hold["stands"] else " (passed: no longer blocks deploys)"))
     for f in s.findings:
         if f["severity"] != "drift":
             lines.append(f"  note      {f['kind']} {f['subject']}: {f['detail']} ({f['severity']})")

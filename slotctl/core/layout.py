@@ -45,6 +45,10 @@ class Layout:
     def journal(self) -> Path:
         return self.state_dir / "journal.jsonl"
 
+    @property
+    def hold(self) -> Path:
+        return self.state_dir / "hold.json"
+
     def link_target(self, name: str) -> str:
         """What trading-bot-current holds: relative, so the root can be seen under other mount paths."""
         return f"slots/{name}"

@@ -18,6 +18,7 @@ from ..core.history import unfinished
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
+from . import hold as holds
 from .build import build, drop_previous, plan, put_back
 from .host import HostContext, Run
 from .quiesce import GateResult, quiesce, snapshot
@@ -205,6 +206,7 @@ def _finish(ctx: HostContext, out: Outcome, t0: float) -> Outcome:
 def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None, allow_drift: bool = False,
            quiesce_timeout: float | None = None) -> Outcome:
     """The whole sequence; the caller holds the host's lock."""
+    holds.refuse(ctx, "deploy")  # again under the lock: a hold set since the CLI looked still counts
     deploy_id = deploy_id or journal_mod.new_deploy_id()
     planned = plan(ctx, commit)
     ctx.run = Run(ctx.layout.journal, deploy_id, "deploy")
@@ -236,8 +238,10 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
                       built=planned.slot)
 
 
-def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout: float | None = None) -> Outcome:
+def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout: float | None = None,
+             override_hold: bool = False) -> Outcome:
     """Back to the other slot, if it is complete and proven; the caller holds the host's lock."""
+    overridden = holds.refuse(ctx, "rollback", override=override_hold)
     active = ctx.active_slot()
     if active is None:
         raise InputError(f"{ctx.layout.current}: no active release, nothing to roll back from")
@@ -249,6 +253,8 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
         detail = f" ({m.verdict_reason})" if m.verdict_reason else ""
         raise InputError(f"slot {target}: cannot roll back to it: it is marked {m.verdict}{detail}")
     deploy_id = deploy_id or journal_mod.new_deploy_id()
+    if overridden is not None:
+        holds.journal_override(ctx, deploy_id, "rollback", overridden)
     ctx.say(f"rolling back from slot {active} to slot {target} ({m.commit[:12]})")
     ctx.run = Run(ctx.layout.journal, deploy_id, "rollback")
     ctx.run.begin(commit=m.commit, from_slot=active, to_slot=target)

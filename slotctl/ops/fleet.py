@@ -49,6 +49,8 @@ def row_from_status(host: str, exit_code: int, doc: dict[str, Any], seconds: flo
     active = doc.get("active_slot")
     problems = doc.get("problems") or []
     summary = "ok" if exit_code == OK else f"{len(problems)} problem(s): {problems[0] if problems else doc.get('error', '?')}"
+    if (doc.get("hold") or {}).get("stands"):
+        summary += f"; deploys on hold: {doc['hold'].get('reason')}"
     return Row(host, exit_code, summary, True, active, _commit_of(doc, active), doc, seconds)
 
 

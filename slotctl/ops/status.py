@@ -15,6 +15,7 @@ from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
 from ..core.quiesce import GateObservation, suspicious
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
+from . import hold as holds
 from .host import HostContext
 from .verify import verify
 
@@ -23,6 +24,7 @@ CHECKS = {
     "SLOTCTL-RELEASE": "active-release-complete-and-good",
     "SLOTCTL-UNIT": "bot-unit-running",
     "SLOTCTL-DRAIN": "bot-not-drained",
+    "SLOTCTL-HOLD": "deploy-hold-readable",
     "RISK-004": "unit-points-to-active-slot",
     "RISK-006": "positions-file-consistent",
     "RISK-008": "config-parity",
@@ -58,6 +60,7 @@ class Status:
     drained: dict[str, Any] | None = None  # the drain flag's record while the bot is asked to open nothing
     snapshot: dict[str, Any] | None = None  # the newest snapshot of the bot's state
     positions: dict[str, Any] | None = None
+    hold: dict[str, Any] | None = None  # the deploy hold's record and whether it stands (ops.hold.view)
     problems: list[str] = field(default_factory=list)  # every failed check's problems, in check order
 
     @property
@@ -187,13 +190,20 @@ def status(ctx: HostContext) -> Status:
             "(`slotctl recover`) to let it trade")
     evidence["SLOTCTL-DRAIN"] = drained or {}
 
+    # A hold is an operator's intent, not a fault: shown, not failed (the audit would stay red all through FOMC,
+    # and a red that means "as planned" teaches people to ignore red). Only a record nobody can read fails.
+    hold = holds.view(ctx)
+    if hold is not None and hold.get("unreadable"):
+        found["SLOTCTL-HOLD"].append(hold["reason"])
+    evidence["SLOTCTL-HOLD"] = hold or {}
+
     checks = [Check(cid, name, not found[cid], found[cid], evidence[cid]) for cid, name in CHECKS.items()]
     return Status(
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
         heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
         checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
-        problems=[p for c in checks for p in c.problems],
+        hold=hold, problems=[p for c in checks for p in c.problems],
     )
 
 
