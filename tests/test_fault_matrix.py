@@ -44,13 +44,13 @@ def test_a_deploy_that_commits_killed_at_every_point_is_recovered(host, record_p
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
-def test_a_deploy_of_a_bad_release_killed_at_every_point_from_the_stop_on_is_recovered(host, record_property, kind):
-    """Before the stop, the new release has not run: those points are the committing deploy's, covered above."""
+def test_a_deploy_of_a_bad_release_killed_at_every_point_from_its_start_on_is_recovered(host, record_property, kind):
+    """Until its units start, the new release has not run: those points are the committing deploy's, covered above."""
     release = f"bad-{kind}"
     args = ["deploy", "--yes", "--commit", host.bot_repo.sha[release]]
     points = journal_points(host, *args)
     assert "rollback:begin" in points, f"{release} was not rolled back: {points}"
-    points = points[points.index("stop:begin"):]
+    points = points[points.index("start:begin"):]
     for point in points:
         kill_then_recover(host, args, point, f"deploy of {release}")
         assert manifest(host, active(host).split("/")[1]).commit == host.bot_repo.sha["k1"]
