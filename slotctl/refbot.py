@@ -14,7 +14,7 @@ from .errors import InputError
 from .wheels import lock_line, make_wheel
 
 # Package data (pyproject.toml): the demo runs the same from a checkout or an installed wheel.
-SOURCE = Path(__file__).resolve().parent / "refbot_src"
+SOURCE = Path(__file__).resolve().parent / "data" / "refbot"
 _BOT_FILES = ("run.py", "dashboard.py")
 
 TRADEKIT = {

@@ -51,7 +51,7 @@ def test_the_wheel_carries_the_unit_templates_and_the_reference_bot(tool):
     """What the demo and the default units need is package data, not files of the checkout."""
     names = set(zipfile.ZipFile(tool["wheel"]).namelist())
     for name in ("slotctl/templates/trading-bot.service.j2", "slotctl/templates/trading-bot-dashboard.service.j2",
-                 "slotctl/refbot_src/run.py", "slotctl/refbot_src/dashboard.py", "slotctl/refbot_src/live_config.json"):
+                 "slotctl/data/refbot/run.py", "slotctl/data/refbot/dashboard.py", "slotctl/data/refbot/live_config.json"):
         assert name in names
 
 
