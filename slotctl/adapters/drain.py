@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -31,15 +30,10 @@ class Drain:
 
     def active(self) -> dict | None:
         """The flag's record when the bot is drained, else None."""
-        try:
-            raw = self.flag.read_text()
-        except FileNotFoundError:
+        exists, rec = fs.read_json_object(self.flag)
+        if not exists:
             return None
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict):  # an operator's `touch`: nobody's deploy
+        if rec is None:  # an operator's `touch`: nobody's deploy
             return {"since": self.flag.stat().st_mtime, "by": "?", "deploy": "?"}
         return rec
 

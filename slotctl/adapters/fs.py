@@ -101,3 +101,17 @@ def sync_filesystem(path: Path) -> None:
             raise OSError(err, os.strerror(err), str(path))
     finally:
         os.close(fd)
+
+
+def read_json_object(path: Path) -> tuple[bool, dict | None]:
+    """(exists, the JSON object it holds): a record file written by slotctl or by hand (`touch`, a torn edit)
+    reads as existing but holding no object, for the caller to say what that means."""
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return False, None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return True, None
+    return True, doc if isinstance(doc, dict) else None

@@ -7,7 +7,6 @@ the next one is refused).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -39,15 +38,10 @@ def checked(reason: str, until: str | None, now: float | None = None) -> tuple[s
 def read(ctx: HostContext) -> dict[str, Any] | None:
     """The record on disk; a file that is not one (a torn hand edit, a `touch`) reads as a hold by nobody known."""
     path = ctx.layout.hold
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
+    exists, rec = fs.read_json_object(path)
+    if not exists:
         return None
-    try:
-        rec = json.loads(raw)
-    except ValueError:
-        rec = None
-    if not isinstance(rec, dict):
+    if rec is None:
         return {"who": "?", "reason": f"{path} is not a hold record (remove it with slotctl unhold)", "since": None,
                 "until": None, "unreadable": True}
     return rec
