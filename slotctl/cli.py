@@ -34,6 +34,8 @@ QuiesceOpt = Annotated[float | None, typer.Option(
     "--quiesce-timeout", metavar="SECONDS", min=0.1, help="Override quiesce.timeout: how long to wait for the bot to be flat or recorded.")]
 WaitLockOpt = Annotated[float, typer.Option(
     "--wait-lock", metavar="SECONDS", min=0, help="Wait this long for another deploy's lock instead of exiting 4 at once.")]
+RebuildVenvOpt = Annotated[bool, typer.Option(
+    "--rebuild-venv", help="Build the venv from the lockfile even when a good release's venv from the same lockfile could be reused.")]
 SerialOpt = Annotated[int, typer.Option("--serial", metavar="N", min=1, help="Hosts per batch of a rolling deploy.")]
 MaxFailOpt = Annotated[int, typer.Option("--max-fail", metavar="M", min=1,
                                          help="Stop the rollout once M hosts failed; the rest stay untouched.")]
@@ -219,7 +221,8 @@ def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 @app.command()
 @command("build")
 def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
-          wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+          rebuild_venv: RebuildVenvOpt = False, wait_lock: WaitLockOpt = 0,
+          inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Build the inactive slot from a commit, without switching to it.
 
     Example: slotctl build --commit 0123...cdef
@@ -237,7 +240,7 @@ def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="F
     results = {}
     for c in contexts:
         with exclusive(c, wait_lock):
-            results[c.host.name] = do_build(c, commit)
+            results[c.host.name] = do_build(c, commit, reuse_venv=not rebuild_venv)
     if opts.json:
         print(envelope("build", OK, results))
     else:
@@ -254,6 +257,7 @@ def deploy(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show the plan (dependency, config and unit diffs) and stop; nothing is written.")] = False,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Switch even when parity finds unexpected differences (journaled).")] = False,
+    rebuild_venv: RebuildVenvOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
     quiesce_timeout: QuiesceOpt = None,
     wait_lock: WaitLockOpt = 0,
@@ -280,7 +284,7 @@ def deploy(
 
         result = fleet.rolling_deploy(contexts, commit, dry_run=dry_run, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout,
                                       wait_lock=wait_lock, serial=serial, max_fail=max_fail,
-                                      confirm=functools.partial(_confirm, yes))
+                                      confirm=functools.partial(_confirm, yes), rebuild_venv=rebuild_venv)
         return _print_rows("deploy", result.table(), opts, result.stopped)
     if not dry_run:
         for c in contexts:
@@ -297,7 +301,7 @@ def deploy(
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
             outcomes.append(do_deploy(c, commit, deploy_id=deploy_id, allow_drift=allow_drift,
-                                      quiesce_timeout=quiesce_timeout))
+                                      quiesce_timeout=quiesce_timeout, reuse_venv=not rebuild_venv))
     code = worst([o.exit_code for o in outcomes])
     return _emit(opts, "deploy", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from helpers import active, deploy, envelope
+from slotctl.adapters.units import DEFAULT_TEMPLATES
 from slotctl.adapters.venv import uv_bin
 from slotctl.core import parity
 from slotctl.core.lockfile import Pin
@@ -252,3 +255,25 @@ def test_dry_run_shows_the_dependency_and_config_diff(host):
     plan = envelope(proc)["hosts"]["local"]
     assert plan["dependency_diff"]["changed"] == {"tradekit": {"from": "1.0.0", "to": "1.1.0"}}
     assert not os.path.exists(host.root / "slots/green")
+
+
+def test_an_inventory_or_template_change_since_the_build_is_found_without_or_with_a_cached_render(host, tmp_path):
+    """verify skips Jinja while nothing the units were rendered from has changed; any change is still found."""
+    assert deploy(host, "v1").returncode == 0
+    assert drift_lines(host) == (0, [])
+    as_built = host.inventory_path.read_text()
+    host.reconfigure(health={"watchdog": 120})
+    code, lines = drift_lines(host)
+    assert any("render it differently" in line for line in lines), lines
+    host.inventory_path.write_text(as_built)
+    assert drift_lines(host) == (0, [])
+    templates = tmp_path / "templates"
+    shutil.copytree(DEFAULT_TEMPLATES, templates)
+    doc = yaml.safe_load(host.inventory_path.read_text())
+    doc["defaults"]["templates_dir"] = str(templates)
+    host.inventory_path.write_text(yaml.safe_dump(doc))
+    assert drift_lines(host) == (0, [])  # the same templates elsewhere render the same units
+    unit = templates / "trading-bot.service.j2"
+    unit.write_text(unit.read_text() + "# edited\n")
+    code, lines = drift_lines(host)
+    assert any("trading-bot.service" in line and "render it differently" in line for line in lines), lines

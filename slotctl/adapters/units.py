@@ -133,6 +133,21 @@ def render(host: HostConfig, commit: str) -> dict[str, str]:
     return out
 
 
+def inputs_digest(host: HostConfig, commit: str) -> str:
+    """Everything render() reads: equal digests render equal units, so a check can skip Jinja (status stays fast)."""
+    import json
+
+    from .. import __version__
+
+    templates = host.templates_dir or DEFAULT_TEMPLATES
+    h = hashlib.sha256(json.dumps([__version__, template_context(host, commit), host.units, host.service],
+                                  sort_keys=True, default=str).encode())
+    for p in sorted(templates.rglob("*")):
+        if p.is_file():
+            h.update(b"\0" + str(p.relative_to(templates)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -83,13 +84,64 @@ def verify_local_files(index: IndexConfig, pins: dict[str, Pin]) -> None:
                                  "tampered with or rebuilt; refusing to build")
 
 
-def build(venv: Path, python: str, lockfile: Path, index: IndexConfig) -> None:
+def build(venv: Path, python: str, lockfile: Path, index: IndexConfig, *, runs_as: Path | None = None) -> None:
+    """A relocatable venv (uv writes no absolute path into its scripts) with its bytecode compiled as if it lay at
+    runs_as, the path the bot runs it through (trading-bot-current/venv): the same bytes whichever slot built it,
+    so a code-only deploy may reuse it (reuse below)."""
     uv = uv_bin()
-    _run([uv, "venv", "--no-config", "--quiet", "--python", python, "--no-project", str(venv)],
+    _run([uv, "venv", "--no-config", "--quiet", "--relocatable", "--python", python, "--no-project", str(venv)],
          f"uv venv --python {python}")
-    _run([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes", "--compile-bytecode",
+    _run([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes",
           "--python", str(venv / "bin" / "python"), *_index_args(index), str(lockfile)],
          f"installing {lockfile.name} into {venv}")
+    compile_bytecode(venv / "bin" / "python", sorted(venv.glob("lib/python*/site-packages")), venv, runs_as or venv,
+                     strict=False)
+
+
+def compile_bytecode(python: Path, dirs: list[Path], built_at: Path, runs_as: Path, *, strict: bool) -> None:
+    """compileall with the paths inside the bytecode rewritten from built_at to runs_as.
+
+    strict=False for installed wheels: some ship files that are not Python 3 (templates, test data); uv and pip
+    skip them too. The bot's own source must compile (strict)."""
+    proc = subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", "-s", str(built_at), "-p", str(runs_as),
+                           *map(str, dirs)], capture_output=True, text=True)
+    if proc.returncode < 0 or (strict and proc.returncode != 0):
+        detail = (proc.stdout + proc.stderr).strip().splitlines()
+        raise BuildError(f"compiling {', '.join(map(str, dirs))} failed: {detail[-1] if detail else proc.returncode}")
+
+
+# What must be equal for one venv to stand in for another built from the same lockfile.
+_SAME_INTERPRETER = ("home", "implementation", "version_info", "uv", "include-system-site-packages", "relocatable")
+
+
+def _cfg(venv: Path) -> dict[str, str]:
+    out = {}
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def reuse(donor: Path, venv: Path, python: str) -> bool:
+    """Give venv the donor's installed environment when uv would pick the same interpreter for it; False if not.
+
+    The files are hard links: the donor's slot can be rebuilt or deleted (both replace directories, never write
+    into a file) without touching this one. uv links from its cache the same way."""
+    _run([uv_bin(), "venv", "--no-config", "--quiet", "--relocatable", "--python", python, "--no-project", str(venv)],
+         f"uv venv --python {python}")
+    want = _cfg(venv)
+    try:
+        have = _cfg(donor)
+    except OSError:
+        return False
+    if any(want.get(k) != have.get(k) for k in _SAME_INTERPRETER) or have.get("relocatable") != "true":
+        return False
+    shutil.rmtree(venv)
+    proc = subprocess.run(["cp", "-a", "--link", str(donor), str(venv)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"linking {donor} into {venv} failed: {proc.stderr.strip() or proc.returncode}")
+    return True
 
 
 def python_version(venv: Path) -> str:

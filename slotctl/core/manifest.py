@@ -23,6 +23,10 @@ class Manifest:
     config: dict[str, str]  # config file (inside src/) -> sha256 as exported; a hand edit is drift
     built_at: float
     slotctl_version: str
+    # Built relocatable, bytecode naming trading-bot-current/venv: a later code-only deploy may reuse the venv.
+    venv_relocatable: bool = False
+    venv_from: str = ""  # "": built from the lockfile; else the slot (and commit) whose venv it reuses
+    units_inputs: str = ""  # digest of what rendered the units (adapters/units.inputs_digest)
     verdict: str = "unproven"  # good: passed its probes once; bad: failed them, never chosen again
     verdict_reason: str = ""
     verdict_at: float = 0.0

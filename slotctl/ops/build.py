@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -175,16 +174,40 @@ def _unit_diff(active_units: Path, rendered: dict[str, str]) -> dict[str, str]:
 
 
 def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = None, *,
-          keep_previous: bool = False) -> BuildResult:
+          keep_previous: bool = False, reuse_venv: bool = True) -> BuildResult:
     p = planned or plan(ctx, commit)
     try:
-        return _build(ctx, p, keep_previous)
+        return _build(ctx, p, keep_previous, reuse_venv)
     except OSError as e:  # a full disk, a permission: one line naming the file, the slot put back as it was
         where = f": {e.filename}" if e.filename else ""
         raise BuildError(f"building slot {p.slot} failed, nothing switched: {e.strerror or e}{where}") from None
 
 
-def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
+def _reuse_venv(ctx: HostContext, p: Plan, slot_dir: Path) -> str:
+    """A code-only deploy: reuse the venv of a release proven good, built from the same lockfile bytes. The active
+    slot first, then the release this build replaces (set aside, still whole). Returns what was reused, or ""."""
+    from ..core.manifest import ManifestProblem, parse
+
+    digest = hashlib.sha256(p.lock_bytes).hexdigest()
+    donors = ([(p.active, ctx.layout.slot(p.active))] if p.active else []) + [(p.slot, _aside(slot_dir))]
+    for name, d in donors:
+        try:
+            m = parse((d / "slot.json").read_text())
+        except (OSError, ManifestProblem):
+            continue
+        if m.verdict != "good" or not m.venv_relocatable or m.lockfile_sha256 != digest:
+            continue
+        if venvmod.distributions(d / "venv") != m.distributions:  # changed by hand since its build: not a copy to make
+            ctx.say(f"  slot {name}'s venv differs from what its build installed: not reusing it")
+            continue
+        with ctx.progress(f"linking the venv of slot {name} ({m.commit[:12]}): same lockfile"):
+            if venvmod.reuse(d / "venv", slot_dir / "venv", ctx.host.python):
+                return f"slot {name} ({m.commit[:12]})"
+        shutil.rmtree(slot_dir / "venv", ignore_errors=True)
+    return ""
+
+
+def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> BuildResult:
     t0 = time.monotonic()
     host, layout = ctx.host, ctx.layout
     commit_obj = p.source.resolve(p.commit)
@@ -199,12 +222,17 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
         lock_path = slot_dir / "requirements.lock"
         fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()
-        with ctx.progress(f"building the venv of slot {p.slot} with uv"):
-            venvmod.build(slot_dir / "venv", host.python, lock_path, host.index)
+        venv_from = _reuse_venv(ctx, p, slot_dir) if reuse_venv else ""
+        if not venv_from:
+            with ctx.progress(f"building the venv of slot {p.slot} with uv"):
+                venvmod.build(slot_dir / "venv", host.python, lock_path, host.index, runs_as=layout.current / "venv")
+        # A reused venv passes the same checks as a fresh one: what is installed is what the lockfile pins.
         installed = venvmod.distributions(slot_dir / "venv")
         _check_installed_equals_lock(installed, p.pins, host.lockfile)
-        _compile_src(slot_dir)
-        ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'} in {time.monotonic() - t_venv:.1f}s")
+        venvmod.compile_bytecode(slot_dir / "venv" / "bin" / "python", [slot_dir / "src"], slot_dir / "src",
+                                 layout.current / "src", strict=True)
+        ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'}"
+                f"{f', reused from {venv_from}' if venv_from else ''} in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
         ownership.seal_slot(slot_dir)
         config = read_config_files(slot_dir / "src", host.config.files)
@@ -216,6 +244,9 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool) -> BuildResult:
             lockfile_sha256=hashlib.sha256(p.lock_bytes).hexdigest(),
             python_version=venvmod.python_version(slot_dir / "venv"),
             distributions=installed,
+            venv_relocatable=True,
+            venv_from=venv_from,
+            units_inputs=unitsmod.inputs_digest(host, p.commit),
             units=digests,
             config={name: hashlib.sha256(data).hexdigest() for name, data in config.items() if data is not None},
             built_at=time.time(),
@@ -247,14 +278,3 @@ def _check_installed_equals_lock(installed: dict[str, str], pins: dict[str, lock
         parts = [f"extra {', '.join(extra)}" if extra else "", f"missing {', '.join(missing)}" if missing else "",
                  f"version differs for {', '.join(changed)}" if changed else ""]
         raise BuildError(f"venv does not match {where}: " + "; ".join(p for p in parts if p))
-
-
-def _compile_src(slot_dir: Path) -> None:
-    """The bot's own bytecode, compiled now with the slot's interpreter: the units forbid writing it later."""
-    proc = subprocess.run(
-        [str(slot_dir / "venv" / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", str(slot_dir / "src")],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        detail = (proc.stdout + proc.stderr).strip().splitlines()
-        raise BuildError(f"compiling {slot_dir / 'src'} failed: {detail[-1] if detail else proc.returncode}")

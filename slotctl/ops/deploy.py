@@ -204,7 +204,7 @@ def _finish(ctx: HostContext, out: Outcome, t0: float) -> Outcome:
 
 
 def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None, allow_drift: bool = False,
-           quiesce_timeout: float | None = None) -> Outcome:
+           quiesce_timeout: float | None = None, reuse_venv: bool = True) -> Outcome:
     """The whole sequence; the caller holds the host's lock."""
     holds.refuse(ctx, "deploy")  # again under the lock: a hold set since the CLI looked still counts
     deploy_id = deploy_id or journal_mod.new_deploy_id()
@@ -216,7 +216,7 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
 
     def build_step() -> bool:
         with ctx.step("build", slot=planned.slot):
-            build(ctx, planned=planned, keep_previous=True)
+            build(ctx, planned=planned, keep_previous=True, reuse_venv=reuse_venv)
         with ctx.step("verify", slot=planned.slot) as rec:
             report = verify(ctx, planned.slot)
             rec.update(drift=[x.line() for x in report.drift])

@@ -129,7 +129,7 @@ def plan_summary(p: Any) -> str:
 
 def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: bool, allow_drift: bool,
                    quiesce_timeout: float | None, wait_lock: float, serial: int, max_fail: int,
-                   confirm: Callable[[str], None]) -> Rollout:
+                   confirm: Callable[[str], None], rebuild_venv: bool = False) -> Rollout:
     """Deploy to several hosts in batches; `confirm` raises to say no (the CLI asks on a terminal)."""
     from .build import pinned_commit, plan
     from .deploy import deploy
@@ -148,6 +148,7 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
             f"{serial} at a time, stopping after {max_fail} failure(s)?")
     extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
     extra += ["--allow-drift"] if allow_drift else []
+    extra += ["--rebuild-venv"] if rebuild_venv else []
     extra += ["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else []
 
     def one(c: HostContext) -> Row:
@@ -155,6 +156,7 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
         if c.host.ssh:
             return remote(c, ["deploy", *extra], row_from_outcome)
         return local_mutation(c, lambda ctx, deploy_id: deploy(
-            ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout), wait_lock)
+            ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout,
+            reuse_venv=not rebuild_venv), wait_lock)
 
     return rolling(contexts, lambda c: c.host.name, one, serial, max_fail)

@@ -78,14 +78,10 @@ def verify(ctx: HostContext, slot: str | None = None) -> Report:
         f.append(Finding("python", "pyvenv.cfg", e.message))
 
     # Units: as built, as the templates render them today, and (active slot) as systemd runs them.
-    try:
-        rendered = unitsmod.render(host, m.commit)
-    except InputError as e:
-        f.append(Finding("unit", "templates", e.message))
-        rendered = {}
+    rendered = _rendered_digests(host, m, f)
     for unit in sorted(set(m.units) | set(rendered)):
         built = m.units.get(unit)
-        if unit in rendered and unitsmod.digest(rendered[unit]) != built:
+        if unit in rendered and rendered[unit] != built:
             f.append(Finding("unit", unit, "the templates and inventory render it differently than at build time: rebuild"))
         try:
             on_disk = unitsmod.digest((slot_dir / "units" / unit).read_text())
@@ -110,6 +106,18 @@ def verify(ctx: HostContext, slot: str | None = None) -> Report:
     else:
         f += parity.config(list(host.config.files), None, mine, host.config.allow_differ, candidate_name=f"slot {slot}")
     return report
+
+
+def _rendered_digests(host, m, f: list[Finding]) -> dict[str, str]:
+    """unit -> digest of what the templates and inventory render today; the build's own digests when nothing they
+    read has changed since (rendering is a pure function of those inputs)."""
+    if m.units_inputs and m.units_inputs == unitsmod.inputs_digest(host, m.commit):
+        return dict(m.units)
+    try:
+        return {unit: unitsmod.digest(text) for unit, text in unitsmod.render(host, m.commit).items()}
+    except InputError as e:
+        f.append(Finding("unit", "templates", e.message))
+        return {}
 
 
 def _installed_units(ctx: HostContext, names: list[str]) -> list[Finding]:
