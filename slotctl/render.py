@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .core.hold import describe as describe_hold
-from .ops.build import Plan
-from .ops.deploy import Outcome
-from .ops.setup import SetupResult
-from .ops.status import Status
-from .ops.verify import Report
+
+if TYPE_CHECKING:  # annotations only: `status` must not import the deploy and setup machinery
+    from .ops.build import Plan
+    from .ops.deploy import Outcome
+    from .ops.setup import SetupResult
+    from .ops.status import Status
+    from .ops.verify import Report
 
 SCHEMA = 1
 
