@@ -133,6 +133,15 @@ def _local_only(contexts, what: str) -> None:
         raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
 
 
+def _check_notify(contexts) -> None:
+    """A bad notify.urls_file is bad input: refused before anything moves (hosts over ssh check their own)."""
+    from .ops.events import targets
+
+    for c in contexts:
+        if not c.host.ssh:
+            targets(c)
+
+
 def _emit(opts: Opts, command: str, code: int, by_host: dict, text: str) -> int:
     """The one place results are printed: the JSON envelope, or text for people."""
     from .render import envelope
@@ -275,6 +284,7 @@ def deploy(
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
 
@@ -359,6 +369,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
 
@@ -447,6 +458,7 @@ def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: Inventory
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, "recover")
+    _check_notify(contexts)
     results = []
     for c in contexts:
         with exclusive(c, wait_lock, auto_recover=False):
