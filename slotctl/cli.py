@@ -533,6 +533,17 @@ def setup(ctx: typer.Context,
 
 
 @app.command()
+@command("catalog")
+def catalog(ctx: typer.Context) -> int:
+    """Print the journal catalog of slotctl's events (what each MESSAGE_ID means), to install for `journalctl -x`.
+
+    Example: slotctl catalog > /usr/lib/systemd/catalog/slotctl.catalog && journalctl --update-catalog
+    """
+    print((Path(__file__).parent / "data" / "slotctl.catalog").read_text(), end="")
+    return OK
+
+
+@app.command()
 @command("demo")
 def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the demo's files for a look afterwards.")] = False) -> int:
     """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back.
