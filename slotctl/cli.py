@@ -37,6 +37,9 @@ WaitLockOpt = Annotated[float, typer.Option(
 SerialOpt = Annotated[int, typer.Option("--serial", metavar="N", min=1, help="Hosts per batch of a rolling deploy.")]
 MaxFailOpt = Annotated[int, typer.Option("--max-fail", metavar="M", min=1,
                                          help="Stop the rollout once M hosts failed; the rest stay untouched.")]
+TextfileOpt = Annotated[Path | None, typer.Option(
+    "--textfile", metavar="DIR", help="Also write the audit as Prometheus metrics to DIR/slotctl.prom (node_exporter's "
+    "textfile collector directory), replaced atomically.")]
 JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
@@ -133,6 +136,11 @@ def _local_only(contexts, what: str) -> None:
         raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
 
 
+def _textfile_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise InputError(f"{what}: {path}: expected an existing directory (node_exporter's textfile directory)")
+
+
 def _check_notify(contexts) -> None:
     """A bad notify.urls_file is bad input: refused before anything moves (hosts over ssh check their own)."""
     from .ops.events import targets
@@ -204,16 +212,25 @@ def main_options(
 @app.command()
 @command("status")
 def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
-           json_: JsonOpt = None) -> int:
+           json_: JsonOpt = None, textfile: TextfileOpt = None) -> int:
     """What runs on each host and everything wrong with it. Exit 3 when anything is wrong.
 
-    Example: slotctl status --json
+    Example: slotctl status --json; slotctl status --textfile /var/lib/node_exporter/textfile
     """
     from .ops.status import status as get_status
     from .render import status_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    if textfile is not None:
+        _local_only(contexts, "status --textfile")
+        _textfile_dir(textfile, "--textfile")
+        results = [get_status(c) for c in contexts]
+        from .ops.status import write_textfile
+
+        write_textfile(textfile, contexts, results)
+        code = worst([r.exit_code for r in results])
+        return _emit(opts, "status", code, {r.host: r for r in results}, "\n".join(status_text(r) for r in results))
     if _is_fleet(contexts):
         from .ops import fleet
 
