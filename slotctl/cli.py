@@ -26,6 +26,9 @@ app = typer.Typer(
 sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.\n\n"
                           'Example: eval "$(slotctl sandbox start /var/tmp/sb)"; ...; slotctl sandbox stop /var/tmp/sb')
 app.add_typer(sandbox_app, name="sandbox")
+audit_app = typer.Typer(no_args_is_help=True, help="The continuous audit: a systemd timer that audits the host every "
+                        "audit.interval seconds, writes its metrics and tells operators when the verdict changes.")
+app.add_typer(audit_app, name="audit")
 
 InventoryOpt = Annotated[Path | None, typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
 HostOpt = Annotated[list[str] | None, typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
@@ -570,6 +573,65 @@ def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the d
     from .demo import run
 
     return run(keep=keep)
+
+
+def _audit_contexts(ctx: typer.Context, inventory, host, all_, json_, what: str):
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, f"audit {what}")
+    return opts, contexts
+
+
+@audit_app.command("install")
+@command("audit install")
+def audit_install(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+                  json_: JsonOpt = None) -> int:
+    """Install and start a timer + service in unit_dir running `slotctl audit run` every audit.interval seconds.
+
+    Idempotent; a second install applies a changed interval. Example: slotctl audit install
+    """
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "install")
+    _check_notify(contexts)
+    for c in contexts:
+        if c.host.audit.textfile:
+            _textfile_dir(Path(c.host.audit.textfile), f"{c.host.source}: audit.textfile")
+    done = {c.host.name: {"installed": audit.install(c, opts.inventory)} for c in contexts}
+    return _emit(opts, "audit install", OK, done, "\n".join(
+        f"{n}: audit every {c.host.audit.interval:g}s: {', '.join(d['installed'])}" for c, (n, d) in zip(contexts, done.items(), strict=True)))
+
+
+@audit_app.command("remove")
+@command("audit remove")
+def audit_remove(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+                 json_: JsonOpt = None) -> int:
+    """Stop and remove the audit's timer and service (exit 0 when there were none). Example: slotctl audit remove"""
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "remove")
+    done = {c.host.name: {"removed": audit.remove(c)} for c in contexts}
+    return _emit(opts, "audit remove", OK, done, "\n".join(
+        f"{n}: removed {', '.join(d['removed'])}" if d["removed"] else f"{n}: no audit timer installed" for n, d in done.items()))
+
+
+@audit_app.command("run")
+@command("audit run")
+def audit_run(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+              json_: JsonOpt = None) -> int:
+    """One round of the continuous audit (what the timer runs): status, audit.textfile, a notification when the
+    verdict changed. Exit 3 when the audit found problems.
+    """
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "run")
+    _check_notify(contexts)
+    rounds = [audit.run(c) for c in contexts]
+    code = worst([r.exit_code for r in rounds])
+    return _emit(opts, "audit run", code, {r.host: r for r in rounds}, "\n".join(
+        f"{r.host}: audit {'healthy' if r.ok else 'failed: ' + '; '.join(r.problems)}"
+        + (" (changed: operators told)" if r.changed and not r.notices else " (changed: NOT told)" if r.changed else "")
+        for r in rounds))
 
 
 @sandbox_app.command("start")

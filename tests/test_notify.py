@@ -8,47 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from helpers import active, deploy, envelope, journal_records
+from helpers import Receiver, active, deploy, envelope, journal_records
 from slotctl.adapters import notify
 from slotctl.errors import InputError
-
-
-class Receiver:
-    """A JSON webhook on loopback: what Apprise's json:// posts, in arrival order, with the path it came to."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        received = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                received.append(dict(body, path=self.path))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"json://127.0.0.1:{self.port}/{path}"
-
-    def events(self, path: str = "info") -> list[str]:
-        """The event of each post to /path, from the title ('slotctl local: deploy committed')."""
-        return [p["title"].split(": ", 1)[1] for p in self.posts if p["path"] == f"/{path}"]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ from ..core.history import deploys
 from ..core.quiesce import OK as POSITIONS_OK
 from .status import Status
 
-FILE = "slotctl.prom"
-
 # name -> help; every metric is a gauge (the textfile collector knows no info type: *_info gauges are 1).
 METRICS = {
     "slotctl_check_ok": "1 when the audit check passes, 0 when it found a problem (`slotctl status` says which).",
@@ -82,8 +80,7 @@ def text(per_host: list[dict[str, list[tuple[dict[str, str], float]]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(directory: Path, per_host: list[dict[str, list[tuple[dict[str, str], float]]]]) -> Path:
-    """Replace DIR/slotctl.prom in one rename."""
-    target = directory / FILE
+def write(target: Path, per_host: list[dict[str, list[tuple[dict[str, str], float]]]]) -> Path:
+    """Replace the file in one rename."""
     fs.atomic_write_bytes(target, text(per_host).encode(), 0o644)
     return target

@@ -1,0 +1,73 @@
+"""`slotctl audit install`: a timer inside the sandboxed systemd audits the host every second, writes its metrics,
+and tells operators once when the bot's heartbeat stops and once when it comes back, not on every run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import write_inventory
+from helpers import Receiver, deploy, envelope, wait_for
+from slotctl import inventory
+
+
+def test_the_audit_timer_tells_once_when_the_heartbeat_stops_and_once_when_it_is_back(host):
+    assert deploy(host, "v1").returncode == 0
+    assert host.cli("status").returncode == 0
+    receiver = Receiver()
+    shared = host.sandbox.shared  # what the timer's service, inside the sandbox, sees at the same paths
+    (shared / "urls.yaml").write_text(yaml.safe_dump({"info": [receiver.url("info")], "failure": [receiver.url("failure")]}))
+    (shared / "textfile").mkdir()
+    doc = yaml.safe_load(host.inventory_path.read_text())
+    doc["defaults"]["notify"] = {"urls_file": str(shared / "urls.yaml"), "timeout": 2}
+    doc["defaults"]["audit"] = {"interval": 1, "textfile": str(shared / "textfile")}
+    host.inventory_path = write_inventory(shared / "inventory.yaml", doc)
+    host.ctx.host = inventory.load(host.inventory_path).hosts["local"]
+    verdict = host.root / ".slotctl/audit.json"
+    prom = shared / "textfile/slotctl-local.prom"
+    try:
+        proc = host.cli("audit", "install", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert envelope(proc)["hosts"]["local"]["installed"] == [
+            "slotctl-audit-local.service", "slotctl-audit-local.timer", "timers.target.wants/slotctl-audit-local.timer"]
+        assert host.ctx.systemd.state("slotctl-audit-local.timer").active_state == "active"
+
+        wait_for(lambda: verdict.exists() and prom.exists(), 20)
+        assert json.loads(verdict.read_text())["ok"] is True
+        assert receiver.posts == [], "a first healthy audit is nothing to tell"
+
+        host.ctx.systemd.stop("trading-bot.service")  # the heartbeat stops
+        wait_for(lambda: receiver.events("failure"), 30)
+        runs = runs_of(host)
+        wait_for(lambda: runs_of(host) >= runs + 3, 30)  # three more rounds, still failing: nobody is told again
+        assert receiver.events("failure") == ["audit-failed"]
+        assert "trading-bot.service is inactive/dead" in receiver.posts[0]["message"]
+        fams = {f.name: f.samples for f in text_string_to_metric_families(prom.read_text())}
+        assert [s.value for s in fams["slotctl_audit_ok"]] == [0]
+
+        host.ctx.systemd.start("trading-bot.service")
+        wait_for(lambda: len(receiver.events("info")) == 2, 30)
+        runs = runs_of(host)
+        wait_for(lambda: runs_of(host) >= runs + 3, 30)
+        assert receiver.events("info") == ["audit-failed", "audit-healthy"]
+        assert receiver.events("failure") == ["audit-failed"]
+        assert json.loads(verdict.read_text())["ok"] is True
+
+        proc = host.cli("audit", "remove")
+        assert proc.returncode == 0, proc.stderr
+        assert not list(host.sandbox.units.glob("slotctl-audit-*")) and not list(host.sandbox.units.glob("*/slotctl-audit-*"))
+        assert host.ctx.systemd.state("slotctl-audit-local.timer").load_state == "not-found"
+        assert host.cli("audit", "remove").stdout.strip() == "local: no audit timer installed"
+    finally:
+        receiver.close()
+
+
+def runs_of(host) -> int:
+    """How many times the audit's service has run: its lines in the sandbox's journal."""
+    out = host.sandbox.exec("journalctl", "--no-pager", "-o", "cat", "-u", "slotctl-audit-local.service",
+                            capture_output=True, text=True).stdout
+    time.sleep(0.2)
+    return out.count("local: audit ")
