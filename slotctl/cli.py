@@ -630,7 +630,8 @@ def audit_run(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt 
     code = worst([r.exit_code for r in rounds])
     return _emit(opts, "audit run", code, {r.host: r for r in rounds}, "\n".join(
         f"{r.host}: audit {'healthy' if r.ok else 'failed: ' + '; '.join(r.problems)}"
-        + (" (changed: operators told)" if r.changed and not r.notices else " (changed: NOT told)" if r.changed else "")
+        + (f" ({r.deferred})" if r.deferred else " (changed: operators told)" if r.changed and not r.notices
+           else " (changed: NOT told)" if r.changed else "")
         for r in rounds))
 
 

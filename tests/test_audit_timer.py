@@ -4,6 +4,7 @@ and tells operators once when the bot's heartbeat stops and once when it comes b
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import yaml
@@ -71,3 +72,33 @@ def runs_of(host) -> int:
                             capture_output=True, text=True).stdout
     time.sleep(0.2)
     return out.count("local: audit ")
+
+
+def test_a_red_round_during_a_deploy_is_no_news_but_its_textfile_is_written(host, tmp_path):
+    """The deploy drains the bot (SLOTCTL-DRAIN fails): the round says so, compares nothing and tells nobody; the
+    deploy's own events are what operators hear."""
+    receiver = Receiver()
+    urls = tmp_path / "urls.yaml"
+    urls.write_text(yaml.safe_dump({"info": [receiver.url("info")]}))
+    host.reconfigure(config={"allow_differ": ["release", "fault", "start_with_trade", "trade_seconds"]},
+                     audit={"textfile": str(tmp_path)})
+    try:
+        assert deploy(host, "stubborn").returncode == 0  # trades forever: the next deploy waits at the gate
+        host.reconfigure(notify={"urls_file": str(urls)})
+        assert host.cli("audit", "run").returncode == 0
+        proc = subprocess.Popen(host.argv("deploy", "--yes", "--commit", host.bot_repo.sha["v1"], "--quiesce-timeout", "6"),
+                                env=host.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: (host.root / "shared/control/drain").exists(), 30)
+        during = host.cli("audit", "run", "--json")
+        assert during.returncode == 3, during.stderr
+        doc = envelope(during)["hosts"]["local"]
+        assert doc["deferred"].startswith("deploy ") and "under way" in doc["deferred"] and not doc["changed"]
+        assert any("drained" in p for p in doc["problems"])
+        fams = {f.name: f.samples for f in text_string_to_metric_families((tmp_path / "slotctl-local.prom").read_text())}
+        assert [s.value for s in fams["slotctl_audit_ok"]] == [0]
+        assert proc.wait(timeout=60) == 5, proc.stderr.read()
+        after = host.cli("audit", "run", "--json")
+        assert after.returncode == 0 and not envelope(after)["hosts"]["local"]["changed"]
+        assert receiver.events("info") == ["deploy begun", "deploy quiesce-timeout"]
+    finally:
+        receiver.close()

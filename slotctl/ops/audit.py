@@ -107,6 +107,7 @@ class Round:
     problems: list[str]
     changed: bool  # the verdict differs from the last run's (or nobody was told of it yet)
     textfile: str | None = None
+    deferred: str | None = None  # why this round's verdict was not compared: a deploy under way
     notices: list[str] = field(default_factory=list)
 
     @property
@@ -114,6 +115,18 @@ class Round:
         from ..errors import AUDIT_FAILED, OK
 
         return OK if self.ok else AUDIT_FAILED
+
+
+def _deploy_under_way(ctx: HostContext) -> str | None:
+    """The id of a deploy begun and not ended whose slotctl still runs; a dead one's is an interrupted deploy,
+    which the audit does report (the drain it left fails SLOTCTL-DRAIN)."""
+    from ..adapters import journal
+    from ..adapters.lock import HostLock
+    from ..core.history import unfinished
+
+    dep = unfinished(journal.read(ctx.layout.journal)[0])
+    holder = HostLock(ctx.layout.state_dir).live_holder() if dep else None
+    return dep.id if dep and holder and holder.get("deploy") == dep.id else None
 
 
 def run(ctx: HostContext) -> Round:
@@ -128,6 +141,12 @@ def run(ctx: HostContext) -> Round:
             raise InputError(f"{ctx.host.source}: audit.textfile: {directory}: expected an existing directory")
         # One file per host: two hosts audited on one machine must not replace each other's metrics.
         out.textfile = str(write_textfile(directory, [ctx], [s], f"slotctl-{ctx.host.name}.prom"))
+    busy = _deploy_under_way(ctx)
+    if busy:
+        # A deploy drains the bot and restarts it: its own events tell of it. A red round in the middle of it
+        # is no news, and the next round after it compares again.
+        out.deferred = f"deploy {busy} under way: verdict not compared"
+        return out
     path = ctx.layout.state_dir / "audit.json"
     _, last = fs.read_json_object(path)
     last = last or {}
