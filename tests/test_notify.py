@@ -142,3 +142,18 @@ def test_an_empty_urls_file_or_severity_is_no_url(tmp_path):
     path.write_text("")
     with pytest.raises(InputError, match="expected a mapping"):
         notify.load(str(path), "k")
+
+
+def test_a_webhook_that_never_answers_costs_the_timeout_not_more():
+    """It accepts the connection and says nothing: the read timeout ends the wait, and it is one failure line."""
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"json://127.0.0.1:{silent.getsockname()[1]}/hook"
+        t0 = time.monotonic()
+        problems = notify.send([("failure[0]", url)], "t", "b", "failure", timeout=1)
+        took = time.monotonic() - t0
+    assert len(problems) == 1 and problems[0].startswith("failure[0] (JSON): ") and "/hook" not in problems[0]
+    assert 1 <= took < 3, took

@@ -65,7 +65,8 @@ def load(path: str, key: str) -> Targets:
 
 def _redacted(text: str, url: str) -> str:
     """Apprise's own words about a failure, without any piece of the URL that could be a token or a host."""
-    for part in sorted(set(re.split(r"[/:?&=@#]+", url)), key=len, reverse=True):
+    scheme, _, rest = url.partition("://")
+    for part in sorted(set(re.split(r"[/:?&=@#]+", rest)), key=len, reverse=True):
         if len(part) >= 4:
             text = text.replace(part, "***")
     return " ".join(text.split())
@@ -88,7 +89,7 @@ def send(targets: list[tuple[str, str]], title: str, body: str, kind: str, timeo
             problems.append(f"{label}: not a URL Apprise can use")
             continue
         obj.socket_connect_timeout = obj.socket_read_timeout = timeout
-        with apprise.LogCapture(level=apprise.logging.WARNING) as logs:
+        with apprise.LogCapture(level=apprise.logging.WARNING, fmt="%(message)s") as logs:
             try:
                 ok = obj.notify(body=body, title=title, notify_type=kind)
             except Exception as e:  # a plugin's bug must not become the deploy's
