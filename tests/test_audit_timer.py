@@ -102,3 +102,18 @@ def test_a_red_round_during_a_deploy_is_no_news_but_its_textfile_is_written(host
         assert receiver.events("info") == ["deploy begun", "deploy quiesce-timeout"]
     finally:
         receiver.close()
+
+
+def test_audit_install_refuses_a_missing_textfile_directory_or_a_bad_interval_and_writes_no_unit(host, tmp_path):
+    before = host.slotctl_snapshot()
+    host.reconfigure(audit={"textfile": str(tmp_path / "nowhere")})
+    proc = host.cli("audit", "install")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"slotctl audit install: error: {host.inventory_path}: audit.textfile: {tmp_path / 'nowhere'}: expected an existing "
+        "directory (node_exporter's textfile directory)")
+    doc = yaml.safe_load(host.inventory_path.read_text())
+    doc["defaults"]["audit"] = {"textfile": str(tmp_path), "interval": 0}
+    write_inventory(host.inventory_path, doc)
+    proc = host.cli("audit", "install")
+    assert proc.returncode == 2 and "defaults.audit.interval: expected a number greater than 0, got 0" in proc.stderr
+    assert host.slotctl_snapshot() == before and not list(host.sandbox.units.glob("**/slotctl-audit-*"))
