@@ -31,15 +31,15 @@ def wire(host, tmp_path, info: list[str], failure: list[str], **notify_keys) -> 
 
 @pytest.fixture
 def told(host, tmp_path, receiver):
-    """A host on v1 whose info and failure URLs go to the receiver, which has heard nothing yet."""
-    assert deploy(host, "v1").returncode == 0
+    """A host on k1 whose info and failure URLs go to the receiver, which has heard nothing yet."""
+    assert deploy(host, "k1").returncode == 0  # k1 and k2 keep their positions: a way back finds them all
     wire(host, tmp_path, [receiver.url("info")], [receiver.url("failure")])
     return host
 
 
 def test_a_good_deploy_tells_begun_then_committed_with_host_commit_who_and_deploy_id(told, receiver):
     """Info URLs hear both; failure URLs hear nothing of a deploy that went well."""
-    proc = told.cli("deploy", "--yes", "--json", "--commit", told.bot_repo.sha["v2"], env={"SUDO_USER": "alice"})
+    proc = told.cli("deploy", "--yes", "--json", "--commit", told.bot_repo.sha["k2"], env={"SUDO_USER": "alice"})
     assert proc.returncode == 0, proc.stderr
     out = envelope(proc)["hosts"]["local"]
     assert receiver.events("info") == ["deploy begun", "deploy committed"]
@@ -47,12 +47,12 @@ def test_a_good_deploy_tells_begun_then_committed_with_host_commit_who_and_deplo
     assert out["notices"] == []
     begun, committed = receiver.posts
     for post in (begun, committed):
-        assert f"host local · commit {told.bot_repo.sha['v2'][:12]} · by alice · deploy {out['deploy_id']}" in post["message"]
+        assert f"host local · commit {told.bot_repo.sha['k2'][:12]} · by alice · deploy {out['deploy_id']}" in post["message"]
     assert committed["type"] == "success" and committed["message"].startswith(out["summary"])
 
 
 def test_a_rolled_back_deploy_tells_failure_urls_too(told, receiver):
-    proc = deploy(told, "crash")
+    proc = deploy(told, "bad-crash")
     assert proc.returncode == 1, proc.stderr
     assert receiver.events("info") == ["deploy begun", "deploy rolled-back"]
     assert receiver.events("failure") == ["deploy rolled-back"]
@@ -60,10 +60,10 @@ def test_a_rolled_back_deploy_tells_failure_urls_too(told, receiver):
 
 
 def test_a_quiesce_timeout_tells_begun_then_quiesce_timeout(told, receiver):
-    told.reconfigure(config={"allow_differ": ["release", "fault", "start_with_trade", "trade_seconds"]})
+    told.reconfigure(config={"allow_differ": ["release", "fault", "open_every", "start_with_trade", "trade_seconds", "hold_seconds"]})
     assert deploy(told, "stubborn").returncode == 0
     del receiver.posts[:]
-    proc = deploy(told, "v1", "--quiesce-timeout", "2")
+    proc = deploy(told, "k1", "--quiesce-timeout", "2")
     assert proc.returncode == 5, proc.stderr
     assert receiver.events("info") == ["deploy begun", "deploy quiesce-timeout"]
     assert receiver.events("failure") == ["deploy quiesce-timeout"]
@@ -73,7 +73,7 @@ def test_a_deploy_left_needing_an_operator_tells_so_and_the_recovery_tells_what_
     """The undrain fails after the commit: exit 6 as an error, not an outcome; the operator is told all the same."""
     works = tmp_path / "undrain-works"
     told.reconfigure(quiesce={"undrain_command": ["sh", "-c", f"test -e {works} || {{ echo undrain refused >&2; exit 1; }}"]})
-    proc = deploy(told, "v2")
+    proc = deploy(told, "k2")
     assert proc.returncode == 6, proc.stderr
     assert receiver.events("info") == ["deploy begun", "deploy needs-operator"]
     assert receiver.events("failure") == ["deploy needs-operator"]
@@ -91,7 +91,7 @@ def test_an_unreachable_webhook_changes_no_exit_code_and_is_journaled_and_shown_
         port = s.getsockname()[1]  # closed again below: a port nothing listens on
     secret_path = "T0KEN-hunter2-xyz"
     wire(told, tmp_path, [f"json://127.0.0.1:{port}/{secret_path}"], [])
-    proc = deploy(told, "v2")
+    proc = deploy(told, "k2")
     assert proc.returncode == 0, proc.stderr
     assert active(told) == "slots/green"
     notices = envelope(proc)["hosts"]["local"]["notices"]
@@ -118,7 +118,7 @@ def test_a_bad_urls_file_is_exit_2_naming_the_entry_never_its_content_and_change
                            ('{"info": ["slack://hunter2", ', "not valid YAML")):
         if content is not None:
             urls.write_text(content)
-        proc = deploy(told, "v2")
+        proc = deploy(told, "k2")
         assert proc.returncode == 2, proc.stderr
         line = proc.stderr.strip()
         assert len(line.splitlines()) == 1 and f"notify.urls_file: {urls}: " in line and words in line, line
