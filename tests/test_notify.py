@@ -160,3 +160,14 @@ def test_a_webhook_that_never_answers_costs_the_timeout_not_more():
         took = time.monotonic() - t0
     assert len(problems) == 1 and problems[0].startswith("failure[0] (JSON): ") and "/hook" not in problems[0]
     assert 2 <= took < 3.5, took
+
+
+def test_apprise_is_imported_only_to_send():
+    """Its plugins take most of a second to load: status, and a deploy with nothing to send, never pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, slotctl.cli, slotctl.ops.status, slotctl.ops.deploy, slotctl.ops.recover, slotctl.ops.audit, "
+            "slotctl.ops.metrics; print('apprise' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
