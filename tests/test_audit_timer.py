@@ -117,3 +117,30 @@ def test_audit_install_refuses_a_missing_textfile_directory_or_a_bad_interval_an
     proc = host.cli("audit", "install")
     assert proc.returncode == 2 and "defaults.audit.interval: expected a number greater than 0, got 0" in proc.stderr
     assert host.slotctl_snapshot() == before and not list(host.sandbox.units.glob("**/slotctl-audit-*"))
+
+
+def test_a_change_nobody_could_be_told_of_is_told_on_the_next_round_and_then_not_again(host, tmp_path):
+    import socket
+
+    assert deploy(host, "v1").returncode == 0
+    host.ctx.systemd.stop("trading-bot.service")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    urls = tmp_path / "urls.yaml"
+    urls.write_text(yaml.safe_dump({"failure": [f"json://127.0.0.1:{closed}/down"]}))
+    host.reconfigure(notify={"urls_file": str(urls), "timeout": 1})
+    first = host.cli("audit", "run", "--json")
+    assert first.returncode == 3
+    doc = envelope(first)["hosts"]["local"]
+    assert doc["changed"] and doc["notices"] and doc["notices"][0].startswith("audit-failed: failure[0] (JSON)")
+    assert json.loads((host.root / ".slotctl/audit.json").read_text())["told"] is False
+    receiver = Receiver()
+    try:
+        urls.write_text(yaml.safe_dump({"failure": [receiver.url("failure")]}))
+        assert host.cli("audit", "run").returncode == 3
+        assert receiver.events("failure") == ["audit-failed"]
+        assert host.cli("audit", "run").returncode == 3
+        assert receiver.events("failure") == ["audit-failed"], "told once: not again"
+    finally:
+        receiver.close()
