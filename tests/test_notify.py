@@ -84,6 +84,16 @@ def test_a_deploy_left_needing_an_operator_tells_so_and_the_recovery_tells_what_
     assert "committed" in receiver.posts[-1]["message"]
 
 
+def test_a_deploy_whose_way_back_fails_too_tells_needs_operator(told, receiver):
+    """Exit 6 as an outcome: every release crashes at start, the new one and the old one."""
+    (told.root / "shared/control/crash-at-start").write_text("")
+    proc = deploy(told, "k2")
+    assert proc.returncode == 6, proc.stderr
+    assert receiver.events("failure") == ["deploy needs-operator"]
+    assert receiver.events("info") == ["deploy begun", "deploy needs-operator"]
+    assert "the host needs an operator now" in receiver.posts[-1]["message"]
+
+
 def test_an_unreachable_webhook_changes_no_exit_code_and_is_journaled_and_shown_without_its_url(told, tmp_path):
     """Nothing listens on the port: the deploy goes as it would, each failure is said, journaled, in --json."""
     with socket.socket() as s:
