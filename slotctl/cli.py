@@ -26,6 +26,9 @@ app = typer.Typer(
 sandbox_app = typer.Typer(no_args_is_help=True, help="A throwaway real systemd for testing deploy pipelines.\n\n"
                           'Example: eval "$(slotctl sandbox start /var/tmp/sb)"; ...; slotctl sandbox stop /var/tmp/sb')
 app.add_typer(sandbox_app, name="sandbox")
+audit_app = typer.Typer(no_args_is_help=True, help="The continuous audit: a systemd timer that audits the host every "
+                        "audit.interval seconds, writes its metrics and tells operators when the verdict changes.")
+app.add_typer(audit_app, name="audit")
 
 InventoryOpt = Annotated[Path | None, typer.Option("-i", "--inventory", help="Inventory file [default: inventory.yaml].")]
 HostOpt = Annotated[list[str] | None, typer.Option("--host", metavar="NAME", help="Host name from the inventory; repeatable.")]
@@ -39,6 +42,9 @@ RebuildVenvOpt = Annotated[bool, typer.Option(
 SerialOpt = Annotated[int, typer.Option("--serial", metavar="N", min=1, help="Hosts per batch of a rolling deploy.")]
 MaxFailOpt = Annotated[int, typer.Option("--max-fail", metavar="M", min=1,
                                          help="Stop the rollout once M hosts failed; the rest stay untouched.")]
+TextfileOpt = Annotated[Path | None, typer.Option(
+    "--textfile", metavar="DIR", help="Also write the audit as Prometheus metrics to DIR/slotctl.prom (node_exporter's "
+    "textfile collector directory), replaced atomically.")]
 JsonOpt = Annotated[bool | None, typer.Option("--json", help="One JSON document on stdout; human text on stderr.")]
 
 # Worst first: the exit code of a run over several hosts is its worst host's.
@@ -135,6 +141,20 @@ def _local_only(contexts, what: str) -> None:
         raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
 
 
+def _textfile_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise InputError(f"{what}: {path}: expected an existing directory (node_exporter's textfile directory)")
+
+
+def _check_notify(contexts) -> None:
+    """A bad notify.urls_file is bad input: refused before anything moves (hosts over ssh check their own)."""
+    from .ops.events import targets
+
+    for c in contexts:
+        if not c.host.ssh:
+            targets(c)
+
+
 def _emit(opts: Opts, command: str, code: int, by_host: dict, text: str) -> int:
     """The one place results are printed: the JSON envelope, or text for people."""
     from .render import envelope
@@ -197,16 +217,25 @@ def main_options(
 @app.command()
 @command("status")
 def status(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
-           json_: JsonOpt = None) -> int:
+           json_: JsonOpt = None, textfile: TextfileOpt = None) -> int:
     """What runs on each host and everything wrong with it. Exit 3 when anything is wrong.
 
-    Example: slotctl status --json
+    Example: slotctl status --json; slotctl status --textfile /var/lib/node_exporter/textfile
     """
     from .ops.status import status as get_status
     from .render import status_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    if textfile is not None:
+        _local_only(contexts, "status --textfile")
+        _textfile_dir(textfile, "--textfile")
+        results = [get_status(c) for c in contexts]
+        from .ops.status import write_textfile
+
+        write_textfile(textfile, contexts, results)
+        code = worst([r.exit_code for r in results])
+        return _emit(opts, "status", code, {r.host: r for r in results}, "\n".join(status_text(r) for r in results))
     if _is_fleet(contexts):
         from .ops import fleet
 
@@ -279,6 +308,7 @@ def deploy(
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
 
@@ -363,6 +393,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
 
@@ -451,6 +482,7 @@ def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: Inventory
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, "recover")
+    _check_notify(contexts)
     results = []
     for c in contexts:
         with exclusive(c, wait_lock, auto_recover=False):
@@ -525,6 +557,17 @@ def setup(ctx: typer.Context,
 
 
 @app.command()
+@command("catalog")
+def catalog(ctx: typer.Context) -> int:
+    """Print the journal catalog of slotctl's events (what each MESSAGE_ID means), to install for `journalctl -x`.
+
+    Example: slotctl catalog > /usr/lib/systemd/catalog/slotctl.catalog && journalctl --update-catalog
+    """
+    print((Path(__file__).parent / "data" / "slotctl.catalog").read_text(), end="")
+    return OK
+
+
+@app.command()
 @command("demo")
 def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the demo's files for a look afterwards.")] = False) -> int:
     """Boot a sandboxed systemd, deploy v1 and v2 of the reference bot, watch a broken v3 roll back.
@@ -534,6 +577,66 @@ def demo(ctx: typer.Context, keep: Annotated[bool, typer.Option(help="Keep the d
     from .demo import run
 
     return run(keep=keep)
+
+
+def _audit_contexts(ctx: typer.Context, inventory, host, all_, json_, what: str):
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, f"audit {what}")
+    return opts, contexts
+
+
+@audit_app.command("install")
+@command("audit install")
+def audit_install(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+                  json_: JsonOpt = None) -> int:
+    """Install and start a timer + service in unit_dir running `slotctl audit run` every audit.interval seconds.
+
+    Idempotent; a second install applies a changed interval. Example: slotctl audit install
+    """
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "install")
+    _check_notify(contexts)
+    for c in contexts:
+        if c.host.audit.textfile:
+            _textfile_dir(Path(c.host.audit.textfile), f"{c.host.source}: audit.textfile")
+    done = {c.host.name: {"installed": audit.install(c, opts.inventory)} for c in contexts}
+    return _emit(opts, "audit install", OK, done, "\n".join(
+        f"{n}: audit every {c.host.audit.interval:g}s: {', '.join(d['installed'])}" for c, (n, d) in zip(contexts, done.items(), strict=True)))
+
+
+@audit_app.command("remove")
+@command("audit remove")
+def audit_remove(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+                 json_: JsonOpt = None) -> int:
+    """Stop and remove the audit's timer and service (exit 0 when there were none). Example: slotctl audit remove"""
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "remove")
+    done = {c.host.name: {"removed": audit.remove(c)} for c in contexts}
+    return _emit(opts, "audit remove", OK, done, "\n".join(
+        f"{n}: removed {', '.join(d['removed'])}" if d["removed"] else f"{n}: no audit timer installed" for n, d in done.items()))
+
+
+@audit_app.command("run")
+@command("audit run")
+def audit_run(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None,
+              json_: JsonOpt = None) -> int:
+    """One round of the continuous audit (what the timer runs): status, audit.textfile, a notification when the
+    verdict changed. Exit 3 when the audit found problems.
+    """
+    from .ops import audit
+
+    opts, contexts = _audit_contexts(ctx, inventory, host, all_, json_, "run")
+    _check_notify(contexts)
+    rounds = [audit.run(c) for c in contexts]
+    code = worst([r.exit_code for r in rounds])
+    return _emit(opts, "audit run", code, {r.host: r for r in rounds}, "\n".join(
+        f"{r.host}: audit {'healthy' if r.ok else 'failed: ' + '; '.join(r.problems)}"
+        + (f" ({r.deferred})" if r.deferred else " (changed: operators told)" if r.changed and not r.notices
+           else " (changed: NOT told)" if r.changed else "")
+        for r in rounds))
 
 
 @sandbox_app.command("start")

@@ -146,6 +146,22 @@ class SetupConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Where operators hear of deploys and audits: Apprise URLs per severity, in a file whose content is never shown."""
+
+    urls_file: str | None = field(default=None, metadata=_check(_absolute))
+    timeout: float = field(default=5, metadata=_check(_positive))  # per URL, to connect and again to read
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The continuous audit `slotctl audit install` sets up: a systemd timer running `slotctl audit run`."""
+
+    interval: float = field(default=60, metadata=_check(_positive))  # seconds between two audits
+    textfile: str | None = field(default=None, metadata=_check(_absolute))  # node_exporter's textfile directory
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str = field(metadata={"internal": True})
     repo: str
@@ -176,6 +192,8 @@ class HostConfig:
     ssh: str | None = field(default=None, metadata=_check(_ssh))
     remote: RemoteConfig = RemoteConfig()
     setup: SetupConfig = SetupConfig()
+    notify: NotifyConfig = NotifyConfig()
+    audit: AuditConfig = AuditConfig()
     source: Path | None = field(default=None, metadata={"internal": True})  # the inventory file, for messages
 
     def path(self, rel: str) -> Path:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from slotctl.core.manifest import parse as parse_manifest
 
@@ -119,3 +121,36 @@ def wait_for(predicate, seconds: float = 10.0):
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.1)
     return value
+
+
+class Receiver:
+    """A JSON webhook on loopback: what Apprise's json:// posts, in arrival order, with the path it came to."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append(dict(body, path=self.path))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"json://127.0.0.1:{self.port}/{path}"
+
+    def events(self, path: str = "info") -> list[str]:
+        """The event of each post to /path, from the title ('slotctl local: deploy committed')."""
+        return [p["title"].split(": ", 1)[1] for p in self.posts if p["path"] == f"/{path}"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -50,6 +50,12 @@ class HostLock:
         fs.atomic_write_json(self.holder_path, {"pid": os.getpid(), "user": who(), "host": socket.gethostname(),
                                                 "command": command, "since": time.time(), "deploy": deploy_id}, 0o600)
 
+    def live_holder(self) -> dict | None:
+        """The last holder's record when its process still lives (a deploy under way), without touching the lock:
+        even a shared flock for an instant could make a deploy starting then exit 4."""
+        h = self.holder()
+        return h if _alive(h) else None
+
     def _current_holder(self) -> dict | None:
         """The holder writes its record just after taking the lock: in that instant the file still names the
         previous, finished holder. Wait a moment for a record of a live process."""

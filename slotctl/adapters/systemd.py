@@ -80,7 +80,8 @@ class Systemd:
     def state(self, name: str) -> UnitState:
         def read() -> UnitState:
             unit = self._unit(name)
-            svc = unit["org.freedesktop.systemd1.Service"] if unit.LoadState == "loaded" else None
+            # A timer (the continuous audit's) has no Service interface: no pid, no restarts.
+            svc = unit["org.freedesktop.systemd1.Service"] if unit.LoadState == "loaded" and name.endswith(".service") else None
             return UnitState(
                 name=name,
                 load_state=unit.LoadState,

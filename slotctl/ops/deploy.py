@@ -18,6 +18,7 @@ from ..core.history import unfinished
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
+from . import events
 from . import hold as holds
 from .build import build, drop_previous, plan, put_back
 from .host import HostContext, Run
@@ -47,6 +48,7 @@ class Outcome:
     drained: bool = False  # still drained at the end: only when no healthy bot runs
     restored: list[str] = field(default_factory=list)  # state files put back from the snapshot
     seconds: float = 0.0
+    notices: list[str] = field(default_factory=list)  # operators not told (ops.events): shown, never the outcome
 
 
 class StuckDeploy(SlotctlError):
@@ -213,6 +215,9 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
     ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
     out = Outcome(ctx.host.name, "deploy", OK, "", planned.active, planned.slot, planned.commit,
                   active_slot=planned.active, active_commit=planned.active_commit, deploy_id=deploy_id)
+    now = f"slot {planned.active} runs {planned.active_commit[:12]}" if planned.active and planned.active_commit else "no release runs"
+    out.notices += events.emit(ctx, "begun", action="deploy", deploy_id=deploy_id, commit=planned.commit,
+                               summary=f"deploy of {planned.commit[:12]} to slot {planned.slot} begun ({now})")
 
     def build_step() -> bool:
         with ctx.step("build", slot=planned.slot):
@@ -233,9 +238,25 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
             ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
         return True
 
-    return _journaled(ctx, out, build_step, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
-                      lambda gated: _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}"),
-                      built=planned.slot)
+    return _told(ctx, out, lambda: _journaled(
+        ctx, out, build_step, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
+        lambda gated: _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}"),
+        built=planned.slot))
+
+
+def _told(ctx: HostContext, out: Outcome, body: Callable[[], Outcome]) -> Outcome:
+    """Run a begun deploy or rollback, then tell operators how it ended, however it ended: after it, with the
+    host settled (never while the bot is stopped), and without changing the outcome or the error."""
+    try:
+        body()
+    except BaseException as e:
+        kind = "needs-operator" if getattr(e, "exit_code", None) == NEEDS_OPERATOR else "not-switched"
+        events.emit(ctx, kind, action=out.action, deploy_id=out.deploy_id, commit=out.commit,
+                    summary=getattr(e, "message", None) or f"{type(e).__name__}: {e}")
+        raise
+    out.notices += events.emit(ctx, OUTCOMES.get(out.exit_code, "not-switched"), action=out.action,
+                               deploy_id=out.deploy_id, commit=out.commit, summary=out.summary)
+    return out
 
 
 def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout: float | None = None,
@@ -261,5 +282,7 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
     out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active, deploy_id=deploy_id)
     current, _ = ctx.manifest(active)
     out.active_commit = current.commit if current else None
-    return _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
-                      lambda gated: _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}"))
+    out.notices += events.emit(ctx, "begun", action="rollback", deploy_id=deploy_id, commit=m.commit,
+                               summary=f"rollback from slot {active} to slot {target} ({m.commit[:12]}) begun")
+    return _told(ctx, out, lambda: _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
+                                              lambda gated: _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}")))

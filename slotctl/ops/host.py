@@ -68,6 +68,7 @@ class HostContext:
     run: Run | None = None  # the journal of the deploy in progress, if any
     progress: Callable[[str], contextlib.AbstractContextManager[None]] = contextlib.nullcontext  # a spinner on a terminal
     _systemd: Systemd | None = field(default=None, repr=False)
+    notify_targets: Any = field(default=None, repr=False)  # adapters.notify.Targets once read (ops.events.targets)
 
     def step(self, name: str, **fields: Any) -> contextlib.AbstractContextManager[dict[str, Any]]:
         return self.run.step(name, **fields) if self.run else contextlib.nullcontext({})

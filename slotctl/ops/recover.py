@@ -22,6 +22,7 @@ from ..core.history import Deploy, unfinished
 from ..core.layout import SLOTS, other
 from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK
 from .build import drop_previous, put_back
+from .events import emit
 from .host import HostContext, Run
 from .switch import ProbeResult, activate, install_units, mark, probe, start_units, switch_to
 
@@ -35,6 +36,7 @@ class Recovery:
     actions: list[str] = field(default_factory=list)
     journal_note: str | None = None  # torn records, reported
     active_slot: str | None = None  # where the host ended
+    notices: list[str] = field(default_factory=list)  # operators not told (ops.events)
 
 
 def recover(ctx: HostContext) -> Recovery:
@@ -52,6 +54,8 @@ def recover(ctx: HostContext) -> Recovery:
     settle(ctx, dep, out)
     ctx.run.end("recovered" if out.exit_code != NEEDS_OPERATOR else "needs-operator", out.exit_code, out.summary,
                 actions=out.actions, active_slot=out.active_slot)
+    out.notices += emit(ctx, "needs-operator" if out.exit_code == NEEDS_OPERATOR else "recovered", action="recover",
+                        deploy_id=dep.id, commit=dep.begin.get("commit"), summary=out.summary)
     return out
 
 

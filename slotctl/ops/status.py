@@ -254,3 +254,13 @@ def _ago(ts: Any) -> str:
     if not isinstance(ts, (int, float)):
         return "an unknown time"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f" ({time.time() - ts:.0f}s ago)"
+
+
+def write_textfile(directory, contexts: list[HostContext], results: list[Status], name: str = "slotctl.prom"):
+    """DIR/NAME with these hosts' audits and their journals' last deploys (ops.metrics)."""
+    from ..adapters import journal
+    from . import metrics
+
+    now = time.time()
+    per_host = [metrics.samples(r, journal.read(c.layout.journal)[0], now) for c, r in zip(contexts, results, strict=True)]
+    return metrics.write(directory / name, per_host)

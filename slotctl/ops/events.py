@@ -1,0 +1,81 @@
+"""What operators are told, and where: one function, `emit`, for every event of a deploy, a recovery or the audit.
+
+Each event goes to the system journal (a structured entry with its MESSAGE_ID, see data/slotctl.catalog) and to
+the Apprise URLs of its severity (notify.urls_file). A failure to tell never changes what happened: it is
+journaled in .slotctl/journal.jsonl, said on stderr and returned for --json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..adapters import journal, journald, notify
+from .host import HostContext
+
+
+@dataclass(frozen=True)
+class Kind:
+    severity: str  # info | failure: which URL lists hear of it (adapters.notify)
+    apprise_type: str  # how chat shows it: info, success, warning, failure
+    priority: int  # syslog priority in the journal
+    message_id: str  # fixed for good: `journalctl MESSAGE_ID=...` finds every event of this kind
+
+
+# Kinds of deploy outcome share their names with the journal's `end` records (ops.deploy.OUTCOMES).
+KINDS = {
+    "begun": Kind("info", "info", 6, "b7e684c14f8d4fe39393f395c99bc4fe"),
+    "committed": Kind("info", "success", 5, "a79c5a47b8324c9ba6d0b5d906b870f8"),
+    "rolled-back": Kind("failure", "failure", 3, "ad9d2eb863a8455b99e7e1addb5a9699"),
+    "quiesce-timeout": Kind("failure", "warning", 4, "97209e2c1b9046bc8b2df433251f34a9"),
+    "needs-operator": Kind("failure", "failure", 2, "66ac042170b444038fe604a1325197d3"),
+    "not-switched": Kind("failure", "warning", 4, "6eff1fae8ba046aba1137d8d780852e4"),
+    "recovered": Kind("failure", "warning", 4, "8f619ffe36854ddd8dd4d9bb3199c454"),
+    "audit-failed": Kind("failure", "failure", 3, "b6c87deb8d9241ab92bb0dd784327511"),
+    "audit-healthy": Kind("info", "success", 5, "1a82b9db34ae4ae298c73c92ed4c55c4"),
+}
+
+
+def targets(ctx: HostContext) -> notify.Targets:
+    """The host's notification URLs, read once; a bad urls file is bad input (exit 2), found before anything moves."""
+    if ctx.notify_targets is None:
+        cfg = ctx.host.notify
+        where = f"{ctx.host.source or 'inventory'}: notify.urls_file"
+        ctx.notify_targets = notify.load(cfg.urls_file, where) if cfg.urls_file else notify.Targets()
+    return ctx.notify_targets
+
+
+def emit(ctx: HostContext, kind: str, *, action: str, summary: str, deploy_id: str | None = None,
+         commit: str | None = None) -> list[str]:
+    """Tell the journal and the URLs; returns what could not be told (also journaled and said), never raises."""
+    k = KINDS[kind]
+    host, who, short = ctx.host.name, journal.who(), (commit or "")[:12]
+    headline = f"{action} {kind}" if action not in kind else kind
+    problems = []
+
+    fields = {"MESSAGE_ID": k.message_id, "MESSAGE": f"slotctl: {host}: {headline}: {summary}", "PRIORITY": str(k.priority),
+              "SYSLOG_IDENTIFIER": "slotctl", "SLOTCTL_EVENT": kind, "ACTION": action, "HOST": host,
+              "DEPLOY_ID": deploy_id or "", "COMMIT": commit or "", "OUTCOME": kind, "WHO": who}
+    where = journald.socket_path(ctx.proc_root.parent)
+    if where is not None:
+        try:
+            journald.send(where, fields)
+        except OSError as e:
+            problems.append(f"system journal ({where}): {e.strerror or e}")
+
+    try:
+        urls = targets(ctx).for_severity(k.severity)
+    except Exception as e:  # checked before the deploy began; a file changed since must not change its outcome
+        urls, problems = [], [*problems, getattr(e, "message", str(e))]
+    if urls:
+        title = f"slotctl {host}: {headline}"
+        body = "\n".join([summary, f"host {host} · commit {short or '-'} · by {who} · {action} {deploy_id or '-'}"])
+        problems += notify.send(urls, title, body, k.apprise_type, ctx.host.notify.timeout)
+
+    if problems:
+        for p in problems:
+            ctx.say(f"  could not tell operators of {headline}: {p}")
+        try:
+            journal.append(ctx.layout.journal, "notify-failed", deploy=deploy_id, kind=kind, action=action, problems=problems)
+        except OSError as e:
+            ctx.say(f"  could not journal that either: {e.strerror or e}")
+    return [f"{kind}: {p}" for p in problems]
