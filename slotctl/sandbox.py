@@ -101,7 +101,8 @@ class Sandbox:
         }
 
     # -- lifecycle ----------------------------------------------------------------
-    def start(self, timeout: float = 15) -> Sandbox:
+    def start(self, timeout: float = 60) -> Sandbox:
+        # Boot takes ~0.2 s; the bound only turns a broken boot into an error, generous for a loaded machine.
         if os.geteuid() != 0:
             raise SandboxError("sandbox: needs root (it mounts and creates namespaces)")
         if (self.dir / "unshare.pid").exists():

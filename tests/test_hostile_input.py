@@ -64,6 +64,8 @@ def armed(host, hostile_repo):
     repo, shas = hostile_repo
     doc = yaml.safe_load(host.inventory_path.read_text())
     doc["defaults"]["repo"] = str(repo)
+    # Each case holds the bot still with SIGSTOP; systemd's watchdog must not kill it meanwhile on a loaded machine.
+    doc["defaults"]["health"]["watchdog"] = 120
     write_inventory(host.inventory_path, doc)
     host.reconfigure()
     assert deploy(host, "v1").returncode == 0

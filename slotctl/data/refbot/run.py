@@ -110,6 +110,7 @@ def main() -> int:
             state["open_positions"] = []
         save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
+    loaded_at = time.time()
     sd_notify("READY=1")
     started = time.monotonic()
     stopping = False
@@ -145,7 +146,9 @@ def main() -> int:
             save_positions(state)
             trade_started = None
             log(f"opened {pos['id']}")
-        for pos in [p for p in state["open_positions"] if now - p["opened_at"] > hold]:
+        # A position this process loaded is held at least `hold` from its start, like one it opened: a restarted
+        # bot re-judges its exits instead of closing at once what it just loaded (and what the probes check for).
+        for pos in [p for p in state["open_positions"] if now - max(p["opened_at"], loaded_at) > hold]:
             state["open_positions"].remove(pos)
             state["closed"] += 1
             save_positions(state)
