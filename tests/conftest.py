@@ -157,11 +157,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.line(line)
 
 
-# The slowest files first: pytest-xdist (worksteal) then fills the workers with the short tests, instead of one
-# worker finishing a long matrix alone at the end.
+# The slowest files first: pytest-xdist (--dist load) hands them out one per worker and fills the workers with the
+# short tests after, instead of one worker finishing a long matrix alone at the end.
 SLOW_FIRST = ("test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py", "test_hostile_input.py",
               "test_fleet.py", "test_hold.py", "test_notify.py", "test_audit_timer.py",
               "test_crash_safety.py", "test_unprivileged_bot.py", "test_install.py")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """Two workers per core: the tests mostly wait (probe windows, heartbeats, timeouts), not compute."""
+    return 2 * len(os.sched_getaffinity(0))
 
 
 def pytest_collection_modifyitems(items) -> None:
