@@ -13,8 +13,7 @@ from pathlib import Path
 from ..core.quiesce import OK, SnapshotInfo, rotation
 from ..errors import InputError, SlotctlError
 from ..inventory import HostConfig
-from . import fs, ownership
-from .state import read_positions
+from . import fs, ownership, state
 
 RECORD = "snapshot.json"
 
@@ -169,7 +168,7 @@ def restore_if_lost(host: HostConfig, snapshot: Path | None, expected: tuple[str
     The previous release must never start on state the bad one damaged."""
     if snapshot is None or not expected:
         return []
-    now = read_positions(host.path(host.quiesce.positions_file), host.quiesce.lock_wait)
+    now = state.read(host)
     if now.state == OK and all(i in now.ids for i in expected):
         return []
     return restore(host, snapshot)

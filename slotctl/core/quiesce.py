@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from .health import FUTURE_TOLERANCE, Heartbeat
 
-# What reading the positions file gave. "locked" is never "empty": a lock we could not get
+# What reading the positions gave. "locked" is never "empty": a lock we could not get
 # means the bot is writing, so we wait (the audit's RISK-003 returned {} here and lost positions).
+# "unreadable": a source that could not answer now (HTTP down, a failing command, a confirm reading that
+# disagrees): not known yet, waited on like "locked", never taken for flat.
 OK, MISSING, EMPTY, TORN, INVALID, LOCKED = "ok", "missing", "empty", "torn", "invalid", "locked"
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class GateObservation:
     heartbeat: Heartbeat | None
     positions: Positions
     drain_since: float | None = None  # when slotctl asked the bot to drain
+    phases: bool = True  # the heartbeat source reports the bot's phase (idle/trading); False: http/systemd without
 
 
 def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
@@ -81,7 +85,9 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     """
     p, hb = obs.positions, obs.heartbeat
     if p.state == LOCKED:
-        return False, f"positions file is locked by the bot ({p.detail}); waiting, not reading it as empty"
+        return False, f"positions locked by the bot ({p.detail}); waiting, not reading it as empty"
+    if p.state == UNREADABLE:
+        return False, f"positions not known yet ({p.detail}); waiting, not reading them as empty"
     if p.state not in (OK, EMPTY, MISSING):
         return False, f"positions file is {p.state}"
     if policy == "flat" and p.count:
@@ -94,7 +100,11 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
         return False, f"heartbeat is dated {hb.ts - obs.now:.0f}s in the future: it cannot acknowledge the drain"
     if obs.drain_since is not None and hb.ts < obs.drain_since:
         return False, "no heartbeat since the drain was requested"
-    if hb.phase != "idle":
+    if hb.phase is None and not obs.phases:
+        # A heartbeat source that reports no phase (HTTP without one, systemd): the drain request answered
+        # (e.g. freqtrade's /stopentry acts before it replies) and a live bot since then is the acknowledgement.
+        pass
+    elif hb.phase != "idle":
         return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
     if policy == "flat":
         return True, "flat, and the bot acknowledged the drain (idle)"

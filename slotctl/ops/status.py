@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters import backups
+from ..adapters import backups, state
 from ..adapters.drain import Drain
-from ..adapters.state import read_positions
 from ..core.health import heartbeat_age_problem
 from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
@@ -154,24 +153,25 @@ def status(ctx: HostContext) -> Status:
     evidence["RISK-015"] = {"age": age, "max_age": host.health.max_age, "pid": hb.pid if hb else None}
 
     # The bot's state and its backups.
-    positions_file = host.path(host.quiesce.positions_file)
-    pos = read_positions(positions_file, host.quiesce.lock_wait)
-    positions = {"state": pos.state, "open": list(pos.ids), "detail": pos.detail}
+    source = state.where(host)
+    read_at = time.time()
+    pos = ctx.positions()
+    positions = {"source": host.quiesce.positions.source, "state": pos.state, "open": list(pos.ids), "detail": pos.detail}
     running = st is not None and st.running
     if running and pos.state not in (OK_STATE,):
-        found["RISK-006"].append(f"positions file {positions_file} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
+        found["RISK-006"].append(f"{source} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
     elif running and hb is not None and hb.open_positions is not None and hb.open_positions != pos.count:
-        # A heartbeat older than the file may simply not have caught up yet: only a newer one can disagree.
-        if hb.ts > _mtime(positions_file):
-            found["RISK-006"].append(f"the bot reports {hb.open_positions} open position(s), its positions file holds "
-                                     f"{pos.count}: the bot's memory and its file disagree")
+        # A heartbeat older than the state may simply not have caught up yet: only a newer one can disagree.
+        if hb.ts > _state_written(ctx, read_at):
+            found["RISK-006"].append(f"the bot reports {hb.open_positions} open position(s), its {source} holds "
+                                     f"{pos.count}: the bot's memory and its state disagree")
     evidence["RISK-006"] = positions
     snaps = backups.list_all(ctx.layout.backups)
     newest_good = next((s for s in snaps if s.get("good")), None)
     why = suspicious(GateObservation(time.time(), running, hb, pos),
                      len(newest_good["open_positions"]) if newest_good else None)
     if why:
-        found["RISK-012"].append(f"{positions_file}: {why}")
+        found["RISK-012"].append(f"{source}: {why}")
     evidence["RISK-012"] = {"positions": pos.state, "newest_good_snapshot": newest_good["id"] if newest_good else None}
     if active is not None and newest_good is None:
         found["RISK-017"].append(f"no good snapshot of the bot's state in {ctx.layout.backups}")
@@ -205,6 +205,16 @@ def status(ctx: HostContext) -> Status:
         checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
         hold=hold, problems=[p for c in checks for p in c.problems],
     )
+
+
+def _state_written(ctx: HostContext, read_at: float) -> float:
+    """When the positions source last changed: a file's or database's mtime (its -wal's in WAL mode), or for
+    HTTP and a command the moment they answered."""
+    source = ctx.host.quiesce.positions.source
+    if source not in ("file", "sqlite"):
+        return read_at
+    path = state.positions_path(ctx.host)
+    return max(_mtime(path), _mtime(path.with_name(path.name + "-wal")) if source == "sqlite" else 0.0)
 
 
 def _mtime(path) -> float:
