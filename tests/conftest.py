@@ -44,6 +44,17 @@ RELEASES = [
     *(refbot.Release(f"bad-{kind}", fault=fault, config={"open_every": 4, "hold_seconds": 100000})
       for kind, fault in (("crash", "crash_at_start"), ("loses", "lose_positions"), ("silent", "no_heartbeat"),
                           ("ignores", "ignore_state"), ("hangs", "hang_at_start"))),
+    # For the state sources (test_state_sources.py): the bot keeping its state elsewhere. Per store, one mid-trade
+    # from its start until the test lets the fill come, one that only holds, and one bad release (loses positions; for SQLite, upgrades
+    # the schema at start and never heartbeats).
+    *(refbot.Release(f"{store}-{kind}", fault=fault, config={**base, **pace})
+      for store, base in (("dict", {"state": "dict"}), ("sqlite", {"state": "sqlite", "tick_rows": 20}),
+                          ("http", {"api": True}))
+      for kind, fault, pace in (
+          ("mid", None, {"open_every": 100000, "start_with_trade": True, "await_fill": True, "hold_seconds": 100000}),
+          ("hold", None, {"open_every": 100000, "hold_seconds": 100000}),
+          ("bad", "no_heartbeat" if store == "sqlite" else "lose_positions",
+           {"open_every": 100000, "hold_seconds": 100000, **({"schema": 2} if store == "sqlite" else {})}))),
 ]
 
 

@@ -24,6 +24,7 @@ CHECKS = {
     "SLOTCTL-UNIT": "bot-unit-running",
     "SLOTCTL-DRAIN": "bot-not-drained",
     "SLOTCTL-HOLD": "deploy-hold-readable",
+    "SLOTCTL-DB": "no-database-open-by-inactive-slot",
     "RISK-004": "unit-points-to-active-slot",
     "RISK-006": "positions-file-consistent",
     "RISK-008": "config-parity",
@@ -177,6 +178,11 @@ def status(ctx: HostContext) -> Status:
         found["RISK-017"].append(f"no good snapshot of the bot's state in {ctx.layout.backups}")
     evidence["RISK-017"] = {"snapshots": len(snaps), "newest_good": newest_good["id"] if newest_good else None}
 
+    # Two instances on one database close each other's trades (freqtrade's users learnt it): no process of
+    # the other slot may hold the bot's database open.
+    if active is not None:
+        found["SLOTCTL-DB"], evidence["SLOTCTL-DB"] = _databases_open_elsewhere(ctx, active)
+
     # Bot and dashboard read and write the same places (RISK-013).
     if active is not None and slots[active]["complete"]:
         found["RISK-013"] += _shared_paths(ctx, active, st)
@@ -205,6 +211,49 @@ def status(ctx: HostContext) -> Status:
         checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
         hold=hold, problems=[p for c in checks for p in c.problems],
     )
+
+
+def _databases_open_elsewhere(ctx: HostContext, active: str) -> tuple[list[str], dict[str, Any]]:
+    """Processes running from a slot other than the active one (by cwd or executable) with one of the bot's
+    SQLite databases (backups.files, a sqlite positions source) open, found in /proc/PID/fd."""
+    try:
+        dbs = {os.path.realpath(p): p for p in backups.state_files(ctx.host) if backups.is_sqlite(p)}
+    except SlotctlError:
+        return [], {}  # a state file linked out of the root: the snapshot refuses it and says so
+    if not dbs:
+        return [], {"databases": []}
+    problems, holders = [], []
+    inactive = [os.path.realpath(ctx.layout.slot(s)) for s in SLOTS if s != active]
+    for d in ctx.proc_root.iterdir():
+        if not d.name.isdigit():
+            continue
+        pid = int(d.name)
+        slot = ctx.process_slot(pid)
+        if slot in (None, active, "(outside the slots)"):
+            try:
+                exe = os.readlink(d / "exe")
+            except OSError:
+                continue
+            if not any(exe.startswith(base + "/") for base in inactive):
+                continue
+            slot = next(s for s in SLOTS if s != active)
+        try:
+            fds = list((d / "fd").iterdir())
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        open_dbs = set()
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target in dbs:
+                open_dbs.add(str(dbs[target]))
+        for db in sorted(open_dbs):
+            holders.append({"pid": pid, "slot": slot, "database": db})
+            problems.append(f"pid {pid} runs from slot {slot}, not the active slot {active}, and has {db} open: "
+                            "two bots on one database close each other's trades")
+    return problems, {"databases": sorted(str(p) for p in dbs.values()), "held_by": holders}
 
 
 def _state_written(ctx: HostContext, read_at: float) -> float:
