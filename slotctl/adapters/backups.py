@@ -114,13 +114,12 @@ def sqlite_copy(src: Path, dest: Path, busy_timeout: float = 10) -> os.stat_resu
     whole database, so the copy is one committed state, the WAL's committed frames included, while the bot
     keeps writing. The copy is one self-contained file (no -wal), fsynced. Returns the source's stat."""
     import sqlite3  # deferred: only hosts with a database pay for it
-    from urllib.parse import quote
 
     st = os.lstat(src)
     if not stat.S_ISREG(st.st_mode):  # a link swapped in since state_files() looked: not followed
         raise OSError(f"not a regular file: {src}")
     try:
-        source = sqlite3.connect(f"file:{quote(str(src))}?mode=ro", uri=True, timeout=busy_timeout)
+        source = sqlite3.connect(state.sqlite_uri(src), uri=True, timeout=busy_timeout)
         try:
             copy = sqlite3.connect(dest)
             try:
@@ -218,12 +217,11 @@ def restore(host: HostConfig, snapshot: Path, only: list[str] | None = None) -> 
 def schema(db: Path) -> str | None:
     """A database's schema (every CREATE statement and PRAGMA user_version), None when it cannot be read."""
     import sqlite3
-    from urllib.parse import quote
 
     if not db.is_file():
         return None
     try:
-        con = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=2)
+        con = sqlite3.connect(state.sqlite_uri(db), uri=True, timeout=2)
         try:
             rows = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
             return json.dumps([con.execute("PRAGMA user_version").fetchone()[0], rows])

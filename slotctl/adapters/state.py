@@ -49,15 +49,31 @@ def read_positions(path: Path, lock_wait: float = 1.0, select: str | None = None
     return sources.positions_from(sources.search(select, doc), select)
 
 
+def sqlite_uri(db: Path) -> str:
+    """A read-only URI that leaves nothing behind. A WAL database nobody holds open has no -wal: the file is
+    all of it, read as immutable, because a plain read-only open would create -wal and -shm owned by us (root),
+    which a bot running as its own user could then not write. Held open (its -wal exists), mode=ro shares the
+    bot's WAL index and sees every committed transaction."""
+    from urllib.parse import quote
+
+    try:
+        with open(db, "rb") as f:
+            wal_mode = f.read(20)[18:19] == b"\x02"  # file format version 2: WAL
+    except OSError:
+        wal_mode = False
+    idle = wal_mode and not Path(f"{db}-wal").exists()
+    return f"file:{quote(str(db))}?{'immutable=1' if idle else 'mode=ro'}"
+
+
 def query_sqlite(db: Path, query: str, timeout: float) -> tuple[list[tuple] | None, Positions | None]:
     """(rows, None), or (None, why not): read-only, waiting at most `timeout` for a busy database."""
     import sqlite3  # deferred: only hosts with a SQLite source pay for it
-    from urllib.parse import quote
 
     if not db.exists():
         return None, Positions(MISSING, detail=str(db))
+    uri = sqlite_uri(db)
     try:
-        con = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True, timeout=timeout)
+        con = sqlite3.connect(uri, uri=True, timeout=timeout)
     except sqlite3.Error as e:
         return None, Positions(UNREADABLE, detail=f"{db}: {e}")
     try:
@@ -68,6 +84,8 @@ def query_sqlite(db: Path, query: str, timeout: float) -> tuple[list[tuple] | No
             return None, Positions(LOCKED, detail=f"{db}: {text} for over {timeout:g}s")
         return None, Positions(UNREADABLE, detail=f"{db}: {text}")
     except sqlite3.DatabaseError as e:  # not a database, malformed: the bot's state is damaged
+        if "immutable=1" in uri:  # or the bot opened and checkpointed it meanwhile: asked again
+            return None, Positions(UNREADABLE, detail=f"{db}: {e}")
         return None, Positions(TORN, detail=f"{db}: {e}")
     finally:
         con.close()
