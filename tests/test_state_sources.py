@@ -157,7 +157,7 @@ def test_http_down_or_credentials_refused_is_not_known_and_the_gate_times_out_ne
                                                               "select": "[].trade_id", "credentials_file": creds}})
     assert deploy(host, "http-hold").returncode == 0
     (tmp_path / "api-credentials").write_text("slotctl:wrong\n")
-    proc = deploy(host, "v1", "--quiesce-timeout", "1.5")
+    proc = deploy(host, "http-mid", "--quiesce-timeout", "1.5")
     assert proc.returncode == 5, proc.stderr
     reasons = " ".join(r["reason"] for r in envelope(proc)["hosts"]["local"]["quiesce"])
     assert "HTTP 401 (credentials refused)" in reasons and "not known yet" in reasons

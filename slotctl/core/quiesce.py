@@ -87,9 +87,9 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     if p.state == LOCKED:
         return False, f"positions locked by the bot ({p.detail}); waiting, not reading it as empty"
     if p.state == UNREADABLE:
-        if not obs.bot_running and policy == "recorded":
-            # An API answers only while its bot runs: a stopped bot has nothing in flight, and its state is
-            # where it left it (the snapshot keeps it). flat cannot be shown this way, so flat keeps waiting.
+        if not obs.bot_running:
+            # An API answers only while its bot runs (a first deploy has none): a stopped bot has nothing in
+            # flight and its state stays where it left it, which the snapshot keeps.
             return True, f"bot not running; positions not readable without it ({p.detail})"
         return False, f"positions not known yet ({p.detail}); waiting, not reading them as empty"
     if p.state not in (OK, EMPTY, MISSING):
