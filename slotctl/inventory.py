@@ -545,5 +545,6 @@ def _source_keys(c: _Checker, cfg: Any, source: str, key: str, *, needs: tuple[s
         value = getattr(cfg, f.name)
         if f.name not in allowed and value not in (None, (), f.default):
             c.fail(f"{key}.{f.name}", f"no {f.name} with source {source} (it reads {', '.join(allowed) or 'nothing more'})")
-        if f.name in needs and not value and not (inherited or {}).get(f.name):
-            c.fail(f"{key}.{f.name}", f"a {f.name} for source {source}")
+    for name in needs:
+        if not getattr(cfg, name) and not (inherited or {}).get(name):
+            c.fail(f"{key}.{name}", f"a {name} for source {source}")

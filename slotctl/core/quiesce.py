@@ -91,7 +91,7 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
             # An API answers only while its bot runs (a first deploy has none): a stopped bot has nothing in
             # flight and its state stays where it left it, which the snapshot keeps.
             return True, f"bot not running; positions not readable without it ({p.detail})"
-        return False, f"positions not known yet ({p.detail}); waiting, not reading them as empty"
+        return False, f"positions not known yet ({p.detail}); waiting, not reading it as empty"
     if p.state not in (OK, EMPTY, MISSING):
         return False, f"positions file is {p.state}"
     if policy == "flat" and p.count:
