@@ -184,3 +184,21 @@ def test_an_inventory_naming_a_source_wrongly_exits_2_and_changes_nothing(host):
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         host.inventory_path.write_text(doc)
     assert host.slotctl_snapshot() == before
+
+
+def test_a_type_notify_bot_is_alive_by_systemds_watchdog_through_a_deploy_and_the_audit(host):
+    """health.heartbeat source systemd: the last WATCHDOG=1 is the heartbeat; the drain request answered is the
+    acknowledgement (systemd knows no phase); a stopped bot is a failed audit naming the unit's state."""
+    host.reconfigure(health={"heartbeat": {"source": "systemd"}})  # the reference inventory: notify, WatchdogSec=5
+    assert deploy(host, "v1").returncode == 0
+    proc = deploy(host, "v2")
+    assert proc.returncode == 0, proc.stderr
+    assert "acknowledged" in envelope(proc)["hosts"]["local"]["quiesce"][-1]["reason"]
+    status = host.cli("status", "--json")
+    assert status.returncode == 0, status.stdout
+    local = json.loads(status.stdout)["hosts"]["local"]
+    assert local["heartbeat"]["source"] == "systemd" and local["heartbeat"]["pid"] == local["unit"]["main_pid"]
+    assert 0 <= time.time() - local["heartbeat"]["ts"] < 5  # a watchdog ping, not "now"
+    host.ctx.systemd.stop("trading-bot.service")
+    stopped = host.cli("status")
+    assert stopped.returncode == 3 and "systemd: unit is inactive/dead" in stopped.stdout

@@ -104,17 +104,17 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
         return False, f"heartbeat is dated {hb.ts - obs.now:.0f}s in the future: it cannot acknowledge the drain"
     if obs.drain_since is not None and hb.ts < obs.drain_since:
         return False, "no heartbeat since the drain was requested"
-    if hb.phase is None and not obs.phases:
-        # A heartbeat source that reports no phase (HTTP without one, systemd): the drain request answered
-        # (e.g. freqtrade's /stopentry acts before it replies) and a live bot since then is the acknowledgement.
-        pass
-    elif hb.phase != "idle":
+    # A heartbeat source that reports no phase (HTTP without one, systemd): the drain request answered (e.g.
+    # freqtrade's /stopentry acts before it replies) and a live bot since then is the acknowledgement.
+    answered = hb.phase is None and not obs.phases
+    if not answered and hb.phase != "idle":
         return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
+    ack = "the bot acknowledged the drain (its drain request answered, alive since)" if answered else "idle"
     if policy == "flat":
-        return True, "flat, and the bot acknowledged the drain (idle)"
+        return True, f"flat, and the bot acknowledged the drain ({'drain answered' if answered else 'idle'})"
     if hb.open_positions is not None and hb.open_positions != p.count:
         return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
-    return True, f"idle, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
+    return True, f"{ack}, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
 
 
 @dataclass(frozen=True)

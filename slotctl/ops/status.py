@@ -142,7 +142,8 @@ def status(ctx: HostContext) -> Status:
     if hb_problem:
         found["RISK-015"].append(hb_problem)
     elif hb is None:
-        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
+        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing" if host.health.heartbeat.source
+                                 == "file" else f"heartbeat ({host.health.heartbeat.source}): none")
     else:
         now = time.time()
         age = round(now - hb.ts, 2)
@@ -207,7 +208,8 @@ def status(ctx: HostContext) -> Status:
     return Status(
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
-        heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
+        heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions,
+                                           "source": host.health.heartbeat.source, "status": hb.status},
         checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
         hold=hold, problems=[p for c in checks for p in c.problems],
     )
