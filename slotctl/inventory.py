@@ -103,7 +103,6 @@ def _redact_url(v: Any) -> Any:
 
 _URL = {"check": _url, "show": _redact_url}
 
-SOURCES = ("file", "sqlite", "http", "command")
 # The keys each source reads; any other key set under it is a mistake, said so at load.
 SOURCE_KEYS = {"file": ("path", "select"), "sqlite": ("path", "query", "timeout"),
                "http": ("url", "select", "credentials_file", "timeout"), "command": ("argv", "select", "timeout")}
@@ -430,7 +429,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Key-by-key merge: a host overriding health.window keeps the other health defaults."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars"):
+        # A host naming another state source replaces the mapping: the default's url or query would not fit it.
+        other_source = isinstance(v, dict) and "source" in v and isinstance(out.get(k), dict) and \
+            out[k].get("source", v["source"]) != v["source"]
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars") and not other_source:
             out[k] = _merge(out[k], v)
         else:
             out[k] = v

@@ -357,3 +357,13 @@ def test_a_restore_removes_the_live_databases_stale_wal_and_shm_and_the_copy_rea
     assert back.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert back.execute("SELECT x FROM t").fetchall() == [(1,)]
     back.close()
+
+
+def test_a_host_naming_another_source_replaces_the_defaults_mapping_and_one_naming_none_merges(tmp_path):
+    doc = {"version": 1, "defaults": {"repo": "/r", "quiesce": {"positions": {
+        "source": "http", "url": "http://127.0.0.1:1/s", "select": "[]", "timeout": 3}}},
+        "hosts": {"a": {"quiesce": {"positions": {"source": "sqlite", "path": "d.db", "query": "q"}}},
+                  "b": {"quiesce": {"positions": {"select": "[].id"}}}}}
+    hosts = inventory.parse(doc, tmp_path / "i.yaml").hosts
+    assert hosts["a"].quiesce.positions.url is None and hosts["a"].quiesce.positions.query == "q"
+    assert hosts["b"].quiesce.positions.url == "http://127.0.0.1:1/s" and hosts["b"].quiesce.positions.select == "[].id"
