@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import sources
+from ..core.health import Heartbeat
 from ..core.quiesce import EMPTY, LOCKED, MISSING, TORN, UNREADABLE, Positions, parse_positions
 from ..inventory import CountConfig, HostConfig, PositionsConfig
 from . import fs
@@ -219,7 +220,7 @@ def read_count(host: HostConfig, p: PositionsConfig, c: CountConfig) -> tuple[in
     return (count, None) if count is not None else (None, f"confirm {expr!r} gave no whole number")
 
 
-def heartbeat_http(host: HostConfig) -> tuple[Any, str | None]:
+def heartbeat_http(host: HostConfig) -> tuple[Heartbeat | None, str | None]:
     hb = host.health.heartbeat
     assert hb.url is not None and hb.select is not None
     doc, problem = fetch_json(hb.url, hb.credentials_file, hb.timeout)
