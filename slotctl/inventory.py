@@ -74,6 +74,82 @@ class ConfigParity:
     allow_differ: tuple[str, ...] = ()
 
 
+def _jmespath(v: str) -> str | None:
+    import jmespath  # deferred: only inventories with a select pay for it
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        jmespath.compile(v)
+    except JMESPathError as e:
+        return f"a JMESPath expression ({' '.join(str(e).split())})"
+    return None
+
+
+def _url(v: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return "an http:// or https:// URL"
+    if u.username or u.password:
+        return "a URL without credentials (put them in credentials_file, which slotctl never prints)"
+    return None
+
+
+def _redact_url(v: Any) -> Any:
+    """A URL as it may be shown in an error: any user:password in it replaced."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", v) if isinstance(v, str) else v
+
+
+_URL = {"check": _url, "show": _redact_url}
+
+# The keys each source reads; any other key set under it is a mistake, said so at load.
+SOURCE_KEYS = {"file": ("path", "select"), "sqlite": ("path", "query", "timeout"),
+               "http": ("url", "select", "credentials_file", "timeout"), "command": ("argv", "select", "timeout")}
+SOURCE_NEEDS = {"file": (), "sqlite": ("path", "query"), "http": ("url", "select"), "command": ("argv", "select")}
+
+
+@dataclass(frozen=True)
+class CountConfig:
+    """quiesce.positions.confirm: a second reading, a number of open positions, that must be 0 before "flat" is
+    believed. Its source defaults to the positions' own, and then so do path, credentials_file and timeout."""
+
+    source: Literal["file", "sqlite", "http", "command"] | None = None
+    path: str | None = field(default=None, metadata=_check(_relative))
+    select: str | None = field(default=None, metadata=_check(_jmespath))  # JMESPath to a number
+    query: str | None = None  # SQL returning one integer
+    url: str | None = field(default=None, metadata=_URL)
+    credentials_file: str | None = field(default=None, metadata=_check(_absolute))
+    timeout: float | None = field(default=None, metadata=_check(_positive))
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PositionsConfig:
+    """quiesce.positions: where the bot's open positions are. The default is the reference contract's file."""
+
+    source: Literal["file", "sqlite", "http", "command"] = "file"
+    path: str | None = field(default=None, metadata=_check(_relative))  # file: default quiesce.positions_file
+    select: str | None = field(default=None, metadata=_check(_jmespath))  # JMESPath to the list of open ids
+    query: str | None = None  # sqlite: one row per open position, first column the id
+    url: str | None = field(default=None, metadata=_URL)
+    credentials_file: str | None = field(default=None, metadata=_check(_absolute))  # "user:password", never printed
+    timeout: float | None = field(default=None, metadata=_check(_positive))  # sqlite 1 s busy wait; http 5; command 10
+    argv: tuple[str, ...] = ()
+    confirm: CountConfig | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """health.heartbeat: how alive the bot is. file is health.heartbeat_file (JSON with ts, or its mtime)."""
+
+    source: Literal["file", "http", "systemd"] = "file"
+    url: str | None = field(default=None, metadata=_URL)
+    select: str | None = field(default=None, metadata=_check(_jmespath))  # to a unix timestamp, or {ts, pid, phase, ...}
+    credentials_file: str | None = field(default=None, metadata=_check(_absolute))
+    timeout: float = field(default=5, metadata=_check(_positive))
+
+
 @dataclass(frozen=True)
 class QuiesceConfig:
     policy: Literal["flat", "recorded"] = "recorded"
@@ -86,11 +162,13 @@ class QuiesceConfig:
     undrain_url: str | None = None
     timeout: float = field(default=300, metadata=_check(_positive))
     lock_wait: float = field(default=2, metadata=_check(_positive))  # per read of the positions file
+    positions: PositionsConfig = PositionsConfig()
 
 
 @dataclass(frozen=True)
 class HealthConfig:
     heartbeat_file: str = field(default="shared/data/heartbeat.json", metadata=_check(_relative))
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     max_age: float = field(default=30, metadata=_check(_positive))
     window: float = field(default=20, metadata=_check(_positive))
     positions: bool = True  # the new bot's open positions are the ones open at the gate, by id
@@ -345,7 +423,7 @@ class _Checker:
             if check is not None and out[k] is not None:
                 problem = check(out[k])
                 if problem:
-                    self.fail(sub, problem, v)
+                    self.fail(sub, problem, fields[k].metadata.get("show", lambda x: x)(v))
         return out
 
 
@@ -369,7 +447,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Key-by-key merge: a host overriding health.window keeps the other health defaults."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars"):
+        # A host naming another state source replaces the mapping: the default's url or query would not fit it.
+        other_source = isinstance(v, dict) and "source" in v and isinstance(out.get(k), dict) and \
+            out[k].get("source", v["source"]) != v["source"]
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars") and not other_source:
             out[k] = _merge(out[k], v)
         else:
             out[k] = v
@@ -382,8 +463,11 @@ def _build(cls: Any, data: dict[str, Any]) -> Any:
     for f in dataclasses.fields(cls):
         if f.name in data:
             v = data[f.name]
-            if dataclasses.is_dataclass(hints[f.name]) and isinstance(v, dict):
-                v = _build(hints[f.name], v)
+            tp = hints[f.name]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):  # CountConfig | None
+                tp = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), tp)
+            if dataclasses.is_dataclass(tp) and isinstance(v, dict):
+                v = _build(tp, v)
             kwargs[f.name] = v
     return cls(**kwargs)
 
@@ -444,7 +528,43 @@ def parse(doc: Any, path: Path) -> Inventory:
             if not UNIT_RE.match(unit):
                 c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
         host = _build(HostConfig, dict(merged, name=name, source=path))
+        _check_sources(c, host, f"hosts.{name}")
         if host.service not in host.units:
             c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
         hosts[name] = host
     return Inventory(path=path, hosts=hosts)
+
+
+def _check_sources(c: _Checker, host: HostConfig, key: str) -> None:
+    """Each state source has the keys it needs and none it would ignore (checked once defaults and host merged)."""
+    p = host.quiesce.positions
+    _source_keys(c, p, p.source, f"{key}.quiesce.positions", needs=SOURCE_NEEDS[p.source])
+    if p.confirm is not None:
+        cf, src = p.confirm, p.confirm.source or p.source
+        inherited = {"path": p.path, "credentials_file": p.credentials_file} if src == p.source else {}
+        needs = {"file": ("path", "select"), "sqlite": ("path", "query"), "http": ("url", "select"),
+                 "command": ("argv", "select")}[src]
+        if src == "file" and p.source == "file" and not cf.path:
+            needs = ("select",)  # the positions file itself, counted another way
+        _source_keys(c, cf, src, f"{key}.quiesce.positions.confirm", needs=needs, inherited=inherited)
+    hb = host.health.heartbeat
+    allowed = {"file": (), "http": ("url", "select", "credentials_file", "timeout"), "systemd": ()}[hb.source]
+    _source_keys(c, hb, hb.source, f"{key}.health.heartbeat", needs=("url", "select") if hb.source == "http" else (),
+                 allowed=allowed)
+    if hb.source == "systemd" and not host.health.notify:
+        c.fail(f"{key}.health.heartbeat.source", "health.notify: true with source systemd (systemd only knows a "
+               "bot is alive from sd_notify: Type=notify and WatchdogSec)", hb.source)
+
+
+def _source_keys(c: _Checker, cfg: Any, source: str, key: str, *, needs: tuple[str, ...],
+                 inherited: dict[str, Any] | None = None, allowed: tuple[str, ...] | None = None) -> None:
+    allowed = SOURCE_KEYS[source] if allowed is None else allowed
+    for f in dataclasses.fields(cfg):
+        if f.name in ("source", "confirm"):
+            continue
+        value = getattr(cfg, f.name)
+        if f.name not in allowed and value not in (None, (), f.default):
+            c.fail(f"{key}.{f.name}", f"no {f.name} with source {source} (it reads {', '.join(allowed) or 'nothing more'})")
+    for name in needs:
+        if not getattr(cfg, name) and not (inherited or {}).get(name):
+            c.fail(f"{key}.{name}", f"a {name} for source {source}")

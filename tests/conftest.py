@@ -44,6 +44,17 @@ RELEASES = [
     *(refbot.Release(f"bad-{kind}", fault=fault, config={"open_every": 4, "hold_seconds": 100000})
       for kind, fault in (("crash", "crash_at_start"), ("loses", "lose_positions"), ("silent", "no_heartbeat"),
                           ("ignores", "ignore_state"), ("hangs", "hang_at_start"))),
+    # For the state sources (test_state_sources.py): the bot keeping its state elsewhere. Per store, one mid-trade
+    # from its start until the test lets the fill come, one that only holds, and one bad release (loses positions; for SQLite, upgrades
+    # the schema at start and never heartbeats).
+    *(refbot.Release(f"{store}-{kind}", fault=fault, config={**base, **pace})
+      for store, base in (("dict", {"state": "dict"}), ("sqlite", {"state": "sqlite", "tick_rows": 20}),
+                          ("http", {"api": True}))
+      for kind, fault, pace in (
+          ("mid", None, {"open_every": 100000, "start_with_trade": True, "await_fill": True, "hold_seconds": 100000}),
+          ("hold", None, {"open_every": 100000, "hold_seconds": 100000}),
+          ("bad", "no_heartbeat" if store == "sqlite" else "lose_positions",
+           {"open_every": 100000, "hold_seconds": 100000, **({"schema": 2} if store == "sqlite" else {})}))),
 ]
 
 
@@ -160,8 +171,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
 # The slowest files first: pytest-xdist (--dist load) hands them out one per worker and fills the workers with the
 # short tests after, instead of one worker finishing a long matrix alone at the end.
 SLOW_FIRST = ("test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py", "test_hostile_input.py",
-              "test_fleet.py", "test_hold.py", "test_notify.py", "test_audit_timer.py",
-              "test_crash_safety.py", "test_unprivileged_bot.py", "test_install.py")
+              "test_fleet.py", "test_hold.py", "test_notify.py", "test_audit_timer.py", "test_crash_safety.py",
+              "test_unprivileged_bot.py", "test_state_sources.py", "test_install.py")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -186,7 +186,7 @@ def test_drain_over_http_posts_to_the_configured_urls(tmp_path):
         server.shutdown()
 
 
-def test_a_snapshot_holds_positions_and_sqlite_with_its_wal_and_shm(tmp_path):
+def test_a_snapshot_holds_positions_and_a_self_contained_copy_of_sqlite_with_its_wal_committed(tmp_path):
     data = tmp_path / "shared/data"
     data.mkdir(parents=True)
     (data / "positions_futures.json").write_text('{"open_positions": [{"id": "p1"}]}')
@@ -198,14 +198,12 @@ def test_a_snapshot_holds_positions_and_sqlite_with_its_wal_and_shm(tmp_path):
     h = HostConfig(name="t", repo="/r", root=tmp_path, backups=BackupsConfig(keep=3))
     snap = backups.take(h, tmp_path / ".slotctl/backups", "dep-1", good=True, reason="flat", extra={"open_positions": ["p1"]})
     names = sorted(str(p.relative_to(snap / "files")) for p in (snap / "files").rglob("*") if p.is_file())
-    assert names == ["shared/data/positions_futures.json", "shared/data/trades.sqlite",
-                     "shared/data/trades.sqlite-shm", "shared/data/trades.sqlite-wal"]
+    assert names == ["shared/data/positions_futures.json", "shared/data/trades.sqlite"]  # the backup API's copy
     restored = tmp_path / "restored.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{restored}{suffix}").write_bytes((snap / f"files/shared/data/trades.sqlite{suffix}").read_bytes())
-    assert sqlite3.connect(restored).execute("select x from t").fetchall() == [(1,)]
+    restored.write_bytes((snap / "files/shared/data/trades.sqlite").read_bytes())
+    assert sqlite3.connect(restored).execute("select x from t").fetchall() == [(1,)]  # the row still in the -wal
     record = json.loads((snap / "snapshot.json").read_text())
-    assert record["good"] and set(record["files"]) == set(names)
+    assert record["good"] and set(record["files"]) == set(names) and record["sqlite"] == ["shared/data/trades.sqlite"]
     assert oct((tmp_path / ".slotctl/backups").stat().st_mode & 0o777) == "0o700"
     db.close()
 

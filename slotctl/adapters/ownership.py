@@ -47,7 +47,8 @@ def bot_dirs(host: HostConfig) -> list[Path]:
     q, h = host.quiesce, host.health
     dirs = {"shared.data": host.shared.data, "shared.logs": host.shared.logs, "shared.control": host.shared.control}
     files = {"quiesce.positions_file": q.positions_file, "health.heartbeat_file": h.heartbeat_file,
-             "quiesce.drain_file": q.drain_file, "health.log_file": h.log_file}
+             "quiesce.drain_file": q.drain_file, "health.log_file": h.log_file,
+             "quiesce.positions.path": q.positions.path if q.positions.source in ("file", "sqlite") else None}
     dirs |= {key: os.path.dirname(f) for key, f in files.items() if f}
     out: list[Path] = []
     for key, rel in dirs.items():

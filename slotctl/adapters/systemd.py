@@ -107,6 +107,22 @@ class Systemd:
 
         return self._call(f"read settings of {name}", read)
 
+    def notify_state(self, name: str) -> dict:
+        """A Type=notify unit's supervision: its state, the watchdog (WatchdogUSec, WatchdogTimestamp: the last
+        WATCHDOG=1 in microseconds since the epoch, 0 before the first) and the bot's STATUS= text."""
+
+        def read() -> dict:
+            unit = self._unit(name)
+            if unit.LoadState != "loaded":
+                return {"active_state": unit.ActiveState, "sub_state": unit.SubState, "main_pid": 0,
+                        "watchdog_usec": 0, "watchdog_ts_us": 0, "status_text": ""}
+            svc = unit["org.freedesktop.systemd1.Service"]
+            return {"active_state": unit.ActiveState, "sub_state": unit.SubState, "main_pid": int(svc.MainPID),
+                    "watchdog_usec": int(svc.WatchdogUSec), "watchdog_ts_us": int(svc.WatchdogTimestamp),
+                    "status_text": str(svc.StatusText)}
+
+        return self._call(f"read the watchdog of {name}", read)
+
     def _job_pending(self, job_path: str) -> bool:
         jobs = self._call("list jobs", self._manager.ListJobs)
         return any(j[4] == job_path for j in jobs)

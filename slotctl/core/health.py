@@ -11,6 +11,7 @@ class Heartbeat:
     pid: int | None
     phase: str | None
     open_positions: int | None
+    status: str | None = None  # systemd's StatusText, for a Type=notify bot
 
 
 # A heartbeat dated later than now by more than this is wrong (milliseconds written as seconds, a clock
@@ -38,7 +39,12 @@ class Observation:
     heartbeat: Heartbeat | None
     heartbeat_problem: str | None = None  # unreadable or malformed heartbeat file
     positions: tuple[str, ...] | None = None  # open ids in the positions file; None: not read, or not readable now
-    positions_mtime: float | None = None  # when the positions file was last written
+    # When the source last showed the running bot's own word: the file's mtime; for HTTP and command the
+    # time of the answer (the running process gave it); for SQLite its fresh heartbeat (up on that database).
+    positions_mtime: float | None = None
+    # A source whose ids stay whether or not the release loaded them (SQLite rows): the heartbeat's count,
+    # when it gives one, must also show them loaded.
+    positions_persist: bool = False
     log_mtime: float | None = None  # the dashboard's log file's mtime; None: missing
     external: tuple[str, ...] = ()  # what the HTTP and command probes found wrong
 
@@ -84,7 +90,7 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
         found.append(problem)
     elif final and not loaded:
         found.append(f"the new bot never showed that it loaded the {len(base.expected_positions or ())} position(s) open "
-                     "at the gate: its positions file was not rewritten since the restart and its heartbeat gives no count")
+                     "at the gate: its positions were not rewritten since the restart and its heartbeat gives no count")
     if final and base.log_file is not None and (obs.log_mtime is None or obs.log_mtime < base.started_at):
         state = "missing" if obs.log_mtime is None else "not written since the restart"
         found.append(f"log file {base.log_file} {state}: the dashboard reads it (RISK-013)")
@@ -103,15 +109,18 @@ def positions_loaded(obs: Observation, base: Baseline) -> tuple[bool, str | None
     expected = base.expected_positions
     if expected is None or not expected:
         return True, None
+    ids_seen = False
     if obs.positions is not None and obs.positions_mtime is not None and obs.positions_mtime >= base.started_at:
         lost = [i for i in expected if i not in obs.positions]
         if lost:
-            return True, f"positions lost since the switch: {', '.join(lost)} were open, the new bot's file lacks them"
-        return True, None
+            return True, f"positions lost since the switch: {', '.join(lost)} were open, the new bot's state lacks them"
+        if not obs.positions_persist:
+            return True, None
+        ids_seen = True
     hb = obs.heartbeat
     if hb is not None and hb.ts >= base.started_at and hb.open_positions is not None:
         if hb.open_positions < len(expected):
             return True, (f"the new bot reports {hb.open_positions} open position(s), {len(expected)} were open at the "
                           f"gate ({', '.join(expected)}): it did not load its state")
         return True, None
-    return False, None
+    return ids_seen, None

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from .health import FUTURE_TOLERANCE, Heartbeat
 
-# What reading the positions file gave. "locked" is never "empty": a lock we could not get
+# What reading the positions gave. "locked" is never "empty": a lock we could not get
 # means the bot is writing, so we wait (the audit's RISK-003 returned {} here and lost positions).
+# "unreadable": a source that could not answer now (HTTP down, a failing command, a confirm reading that
+# disagrees): not known yet, waited on like "locked", never taken for flat.
 OK, MISSING, EMPTY, TORN, INVALID, LOCKED = "ok", "missing", "empty", "torn", "invalid", "locked"
+UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class GateObservation:
     heartbeat: Heartbeat | None
     positions: Positions
     drain_since: float | None = None  # when slotctl asked the bot to drain
+    phases: bool = True  # the heartbeat source reports the bot's phase (idle/trading); False: http/systemd without
 
 
 def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
@@ -81,7 +85,13 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     """
     p, hb = obs.positions, obs.heartbeat
     if p.state == LOCKED:
-        return False, f"positions file is locked by the bot ({p.detail}); waiting, not reading it as empty"
+        return False, f"positions locked by the bot ({p.detail}); waiting, not reading it as empty"
+    if p.state == UNREADABLE:
+        if not obs.bot_running:
+            # An API answers only while its bot runs (a first deploy has none): a stopped bot has nothing in
+            # flight and its state stays where it left it, which the snapshot keeps.
+            return True, f"bot not running; positions not readable without it ({p.detail})"
+        return False, f"positions not known yet ({p.detail}); waiting, not reading it as empty"
     if p.state not in (OK, EMPTY, MISSING):
         return False, f"positions file is {p.state}"
     if policy == "flat" and p.count:
@@ -94,13 +104,17 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
         return False, f"heartbeat is dated {hb.ts - obs.now:.0f}s in the future: it cannot acknowledge the drain"
     if obs.drain_since is not None and hb.ts < obs.drain_since:
         return False, "no heartbeat since the drain was requested"
-    if hb.phase != "idle":
+    # A heartbeat source that reports no phase (HTTP without one, systemd): the drain request answered (e.g.
+    # freqtrade's /stopentry acts before it replies) and a live bot since then is the acknowledgement.
+    answered = hb.phase is None and not obs.phases
+    if not answered and hb.phase != "idle":
         return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
+    ack = "the bot acknowledged the drain (its drain request answered, alive since)" if answered else "idle"
     if policy == "flat":
-        return True, "flat, and the bot acknowledged the drain (idle)"
+        return True, f"flat, and the bot acknowledged the drain ({'drain answered' if answered else 'idle'})"
     if hb.open_positions is not None and hb.open_positions != p.count:
         return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
-    return True, f"idle, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
+    return True, f"{ack}, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..adapters.systemd import Systemd
 from ..core import manifest as mf
 from ..core.health import Heartbeat
 from ..core.layout import SLOTS, Layout
+from ..core.quiesce import Positions
 from ..errors import SlotctlError
 from ..inventory import HostConfig
 
@@ -147,7 +149,25 @@ class HostContext:
                 return slot
         return "(outside the slots)"
 
+    def positions(self) -> Positions:
+        """The open positions from the inventory's source (quiesce.positions): the gate, the probes, the audit
+        and the snapshot all read them here."""
+        from ..adapters import state
+
+        return state.read(self.host)
+
     def heartbeat(self) -> tuple[Heartbeat | None, str | None]:
+        """(heartbeat, problem) from health.heartbeat's source; (None, None): none yet."""
+        source = self.host.health.heartbeat.source
+        if source == "http":
+            from ..adapters import state
+
+            return state.heartbeat_http(self.host)
+        if source == "systemd":
+            from ..core.sources import heartbeat_from_systemd
+
+            n = self.systemd.notify_state(self.host.service)
+            return heartbeat_from_systemd(time.time(), **n)
         path = self.host.path(self.host.health.heartbeat_file)
         try:
             raw = path.read_bytes()

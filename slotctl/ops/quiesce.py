@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import interrupts
-from ..adapters import backups
+from ..adapters import backups, state
 from ..adapters.drain import Drain
-from ..adapters.state import read_positions
 from ..core.quiesce import GateObservation, Positions, gate, suspicious
 from ..errors import SlotctlError
 from .host import HostContext
@@ -37,8 +36,9 @@ def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
         now=time.time(),
         bot_running=st.alive,
         heartbeat=hb,
-        positions=read_positions(ctx.host.path(ctx.host.quiesce.positions_file), ctx.host.quiesce.lock_wait),
+        positions=ctx.positions(),
         drain_since=drain_since,
+        phases=ctx.host.health.heartbeat.source == "file",
     )
 
 
@@ -50,7 +50,7 @@ def check_state(ctx: HostContext, obs: GateObservation, deploy_id: str) -> None:
         return
     snap = backups.take(ctx.host, ctx.layout.backups, f"{deploy_id}-suspicious", good=False, reason=why,
                         extra={"deploy": deploy_id, "open_positions": list(obs.positions.ids)})
-    raise SuspiciousState(f"{ctx.host.path(ctx.host.quiesce.positions_file)}: {why}; nothing was switched, "
+    raise SuspiciousState(f"{state.where(ctx.host)}: {why}; nothing was switched, "
                           f"evidence kept in {snap}")
 
 

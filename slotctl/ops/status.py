@@ -7,9 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters import backups
+from ..adapters import backups, state
 from ..adapters.drain import Drain
-from ..adapters.state import read_positions
 from ..core.health import heartbeat_age_problem
 from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
@@ -25,6 +24,7 @@ CHECKS = {
     "SLOTCTL-UNIT": "bot-unit-running",
     "SLOTCTL-DRAIN": "bot-not-drained",
     "SLOTCTL-HOLD": "deploy-hold-readable",
+    "SLOTCTL-DB": "no-database-open-by-inactive-slot",
     "RISK-004": "unit-points-to-active-slot",
     "RISK-006": "positions-file-consistent",
     "RISK-008": "config-parity",
@@ -142,7 +142,8 @@ def status(ctx: HostContext) -> Status:
     if hb_problem:
         found["RISK-015"].append(hb_problem)
     elif hb is None:
-        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing")
+        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing" if host.health.heartbeat.source
+                                 == "file" else f"heartbeat ({host.health.heartbeat.source}): none")
     else:
         now = time.time()
         age = round(now - hb.ts, 2)
@@ -154,28 +155,34 @@ def status(ctx: HostContext) -> Status:
     evidence["RISK-015"] = {"age": age, "max_age": host.health.max_age, "pid": hb.pid if hb else None}
 
     # The bot's state and its backups.
-    positions_file = host.path(host.quiesce.positions_file)
-    pos = read_positions(positions_file, host.quiesce.lock_wait)
-    positions = {"state": pos.state, "open": list(pos.ids), "detail": pos.detail}
+    source = state.where(host)
+    read_at = time.time()
+    pos = ctx.positions()
+    positions = {"source": host.quiesce.positions.source, "state": pos.state, "open": list(pos.ids), "detail": pos.detail}
     running = st is not None and st.running
     if running and pos.state not in (OK_STATE,):
-        found["RISK-006"].append(f"positions file {positions_file} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
+        found["RISK-006"].append(f"{source} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
     elif running and hb is not None and hb.open_positions is not None and hb.open_positions != pos.count:
-        # A heartbeat older than the file may simply not have caught up yet: only a newer one can disagree.
-        if hb.ts > _mtime(positions_file):
-            found["RISK-006"].append(f"the bot reports {hb.open_positions} open position(s), its positions file holds "
-                                     f"{pos.count}: the bot's memory and its file disagree")
+        # A heartbeat older than the state may simply not have caught up yet: only a newer one can disagree.
+        if hb.ts > _state_written(ctx, read_at):
+            found["RISK-006"].append(f"the bot reports {hb.open_positions} open position(s), its {source} holds "
+                                     f"{pos.count}: the bot's memory and its state disagree")
     evidence["RISK-006"] = positions
     snaps = backups.list_all(ctx.layout.backups)
     newest_good = next((s for s in snaps if s.get("good")), None)
     why = suspicious(GateObservation(time.time(), running, hb, pos),
                      len(newest_good["open_positions"]) if newest_good else None)
     if why:
-        found["RISK-012"].append(f"{positions_file}: {why}")
+        found["RISK-012"].append(f"{source}: {why}")
     evidence["RISK-012"] = {"positions": pos.state, "newest_good_snapshot": newest_good["id"] if newest_good else None}
     if active is not None and newest_good is None:
         found["RISK-017"].append(f"no good snapshot of the bot's state in {ctx.layout.backups}")
     evidence["RISK-017"] = {"snapshots": len(snaps), "newest_good": newest_good["id"] if newest_good else None}
+
+    # Two instances on one database close each other's trades (freqtrade's users learnt it): no process of
+    # the other slot may hold the bot's database open.
+    if active is not None:
+        found["SLOTCTL-DB"], evidence["SLOTCTL-DB"] = _databases_open_elsewhere(ctx, active)
 
     # Bot and dashboard read and write the same places (RISK-013).
     if active is not None and slots[active]["complete"]:
@@ -201,10 +208,64 @@ def status(ctx: HostContext) -> Status:
     return Status(
         host=host.name, root=str(host.root), active_slot=active, slots=slots, unit=unit,
         process_slot=process_slot, heartbeat_age=age,
-        heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions},
+        heartbeat=None if hb is None else {"ts": hb.ts, "pid": hb.pid, "phase": hb.phase, "open_positions": hb.open_positions,
+                                           "source": host.health.heartbeat.source, "status": hb.status},
         checks=checks, findings=findings, drained=drained, snapshot=snaps[0] if snaps else None, positions=positions,
         hold=hold, problems=[p for c in checks for p in c.problems],
     )
+
+
+def _databases_open_elsewhere(ctx: HostContext, active: str) -> tuple[list[str], dict[str, Any]]:
+    """Processes running from a slot other than the active one (by cwd or executable) with one of the bot's
+    SQLite databases (backups.files, a sqlite positions source) open, found in /proc/PID/fd."""
+    try:
+        dbs = {os.path.realpath(p): p for p in backups.state_files(ctx.host) if backups.is_sqlite(p)}
+    except SlotctlError:
+        return [], {}  # a state file linked out of the root: the snapshot refuses it and says so
+    if not dbs:
+        return [], {"databases": []}
+    problems, holders = [], []
+    inactive = [os.path.realpath(ctx.layout.slot(s)) for s in SLOTS if s != active]
+    for d in ctx.proc_root.iterdir():
+        if not d.name.isdigit():
+            continue
+        pid = int(d.name)
+        slot = ctx.process_slot(pid)
+        if slot in (None, active, "(outside the slots)"):
+            try:
+                exe = os.readlink(d / "exe")
+            except OSError:
+                continue
+            if not any(exe.startswith(base + "/") for base in inactive):
+                continue
+            slot = next(s for s in SLOTS if s != active)
+        try:
+            fds = list((d / "fd").iterdir())
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        open_dbs = set()
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target in dbs:
+                open_dbs.add(str(dbs[target]))
+        for db in sorted(open_dbs):
+            holders.append({"pid": pid, "slot": slot, "database": db})
+            problems.append(f"pid {pid} runs from slot {slot}, not the active slot {active}, and has {db} open: "
+                            "two bots on one database close each other's trades")
+    return problems, {"databases": sorted(str(p) for p in dbs.values()), "held_by": holders}
+
+
+def _state_written(ctx: HostContext, read_at: float) -> float:
+    """When the positions source last changed: a file's or database's mtime (its -wal's in WAL mode), or for
+    HTTP and a command the moment they answered."""
+    source = ctx.host.quiesce.positions.source
+    if source not in ("file", "sqlite"):
+        return read_at
+    path = state.positions_path(ctx.host)
+    return max(_mtime(path), _mtime(path.with_name(path.name + "-wal")) if source == "sqlite" else 0.0)
 
 
 def _mtime(path) -> float:

@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ..adapters import fs, probes
+from ..adapters import fs, probes, state
 from ..adapters import units as unitsmod
-from ..adapters.state import read_positions
 from ..core.health import Baseline, Observation, positions_loaded, problems
 from ..core.quiesce import OK
 from .host import HostContext
@@ -96,11 +95,11 @@ def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation
     hb, hb_problem = ctx.heartbeat()
     ids = mtime = None
     if positions:
-        path = ctx.host.path(ctx.host.quiesce.positions_file)
-        read = read_positions(path, ctx.host.quiesce.lock_wait)
-        if read.state == OK:  # locked or torn right now: not known yet, asked again next time
+        read_at = time.time()
+        read = ctx.positions()
+        if read.state == OK:  # locked, torn or unreadable right now: not known yet, asked again next time
             ids = read.ids
-            mtime = _mtime(path)
+            mtime = state.positions_written_at(ctx.host, read_at, hb.ts if hb is not None else None)
     log_mtime = None
     if h.log_file:
         try:
@@ -124,6 +123,7 @@ def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation
         heartbeat_problem=hb_problem,
         positions=ids,
         positions_mtime=mtime,
+        positions_persist=ctx.host.quiesce.positions.source == "sqlite",
         log_mtime=log_mtime,
         external=tuple(p for p in found if p),
     )
@@ -177,10 +177,3 @@ def _evidence(ctx: HostContext, obs: Observation, base: Baseline, found: list[st
     if found:
         ev["journal"] = ctx.journal(ctx.host.service, 15)
     return ev
-
-
-def _mtime(path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return None

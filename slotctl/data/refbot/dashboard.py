@@ -27,6 +27,7 @@ while True:
         last = LOG.read_text().splitlines()[-1]
     except (FileNotFoundError, IndexError):
         last = "(no log yet)"
-    opened = "?" if state is None else len(state["open_positions"])
+    # The contract's {"open_positions": [...]}, or the dict keyed by position of `state: dict` (no file with sqlite).
+    opened = "?" if not isinstance(state, dict) else len(state.get("open_positions", state))
     print(f"dashboard: {opened} open positions; last log: {last}", flush=True)
     time.sleep(2)

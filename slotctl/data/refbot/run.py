@@ -8,9 +8,20 @@ logs where the dashboard reads, honours the drain flag (no new trades; says
 live_config.json sets its pace and can make a release misbehave on purpose:
   open_every      ticks between new trades          hold_seconds   how long a position stays open
   trade_seconds   how long a trade is in flight     start_with_trade  begin a trade at once
+  await_fill      a trade in flight lands only once a file `fill` is in BOT_CONTROL_DIR (an exchange's late fill)
   fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
          | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere | null
 A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
+
+Where it keeps its state (slotctl's quiesce.positions sources), also live_config.json:
+  state: contract   the contract's positions file: {"open_positions": [{"id": ...}], ...} (the default)
+       | dict       the positions file as a JSON object keyed by position id, {} when flat (meta beside it)
+       | sqlite     BOT_DATA_DIR/<db> (default trades.sqlite) in WAL mode: trades(id, symbol, qty, opened_at,
+                    is_open); schema: N upgrades it in place at start (2 adds a column) and a release refuses a
+                    database newer than its schema; tick_rows: N rows into a ticks table each tick
+  api: true         an HTTP API on 127.0.0.1:<port in BOT_CONTROL_DIR/api-port>, freqtrade's shape:
+                    /api/v1/status [{trade_id, pair}], /api/v1/count {current}, /api/v1/health {last_process_ts,
+                    pid, phase, open}; HTTP basic auth when BOT_CONTROL_DIR/api-credentials holds user:password
 It speaks sd_notify when systemd asks (NOTIFY_SOCKET): READY=1 once its state is loaded, WATCHDOG=1 each tick.
 """
 
@@ -69,20 +80,118 @@ def write_atomic(path: Path, obj: object) -> None:
         os.close(dfd)
 
 
+STORE = CONFIG.get("state", "contract")
+DB = Path(os.environ["BOT_DATA_DIR"]) / CONFIG.get("db", "trades.sqlite")
+SCHEMA = int(CONFIG.get("schema", 1))
+META = POSITIONS.with_name(POSITIONS.name + ".meta")  # dict mode: what is not a position (closed, next id)
+_db = None
+
+
+def fresh() -> dict:
+    return {"open_positions": [], "closed": 0, "next_id": 1}
+
+
+def database():
+    """The SQLite store in WAL mode, its schema upgraded in place at start as freqtrade does."""
+    global _db
+    if _db is None:
+        import sqlite3
+
+        _db = sqlite3.connect(DB, timeout=10, isolation_level=None)
+        _db.execute("PRAGMA journal_mode=WAL")
+        _db.execute("CREATE TABLE IF NOT EXISTS trades (id TEXT PRIMARY KEY, symbol TEXT, qty REAL, opened_at REAL,"
+                    " is_open INTEGER NOT NULL DEFAULT 1)")
+        _db.execute("CREATE TABLE IF NOT EXISTS ticks (n INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, pid INTEGER)")
+        version = _db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA:
+            log(f"database schema {version} is newer than this release's {SCHEMA}: refusing to run on it")
+            sys.exit(4)
+        if version < 2 <= SCHEMA:
+            _db.execute("ALTER TABLE trades ADD COLUMN leverage REAL")
+            log(f"database schema upgraded from {version} to {SCHEMA}")
+        _db.execute(f"PRAGMA user_version = {SCHEMA}")
+    return _db
+
+
 def load_positions() -> dict:
     """Rebuild state from disk at start (a restart must not forget open positions)."""
+    if STORE == "sqlite":
+        db = database()
+        rows = db.execute("SELECT id, symbol, qty, opened_at FROM trades WHERE is_open = 1 ORDER BY opened_at").fetchall()
+        numbers = [int(r[0][1:]) for r in db.execute("SELECT id FROM trades") if r[0][1:].isdigit()]
+        closed = db.execute("SELECT count(*) FROM trades WHERE is_open = 0").fetchone()[0]
+        return {"open_positions": [{"id": i, "symbol": s, "qty": q, "opened_at": t} for i, s, q, t in rows],
+                "closed": closed, "next_id": max(numbers, default=0) + 1}
     with open(str(POSITIONS) + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_SH)
         try:
-            return json.loads(POSITIONS.read_text())
+            doc = json.loads(POSITIONS.read_text())
         except FileNotFoundError:
-            return {"open_positions": [], "closed": 0, "next_id": 1}
+            return fresh()
+        if STORE == "dict":
+            meta = json.loads(META.read_text()) if META.exists() else {"closed": 0, "next_id": 1}
+            return {"open_positions": [dict(v, id=k) for k, v in doc.items()], **meta}
+        return doc
 
 
 def save_positions(state: dict) -> None:
+    if STORE == "sqlite":
+        db, open_ids = database(), [p["id"] for p in state["open_positions"]]
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(f"UPDATE trades SET is_open = 0 WHERE is_open = 1 AND id NOT IN ({','.join('?' * len(open_ids))})",
+                   open_ids)
+        db.executemany("INSERT OR IGNORE INTO trades (id, symbol, qty, opened_at) VALUES (?, ?, ?, ?)",
+                       [(p["id"], p["symbol"], p["qty"], p["opened_at"]) for p in state["open_positions"]])
+        db.execute("COMMIT")
+        return
     with open(str(POSITIONS) + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        write_atomic(POSITIONS, state)
+        if STORE == "dict":
+            write_atomic(META, {"closed": state["closed"], "next_id": state["next_id"]})
+            write_atomic(POSITIONS, {p["id"]: {k: v for k, v in p.items() if k != "id"} for p in state["open_positions"]})
+        else:
+            write_atomic(POSITIONS, state)
+
+
+def serve_api(state: dict, live: dict) -> None:
+    """freqtrade's REST shape on loopback, answered from memory: what the bot holds, not what is on disk."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port = int((CONTROL / "api-port").read_text())
+    creds_file = CONTROL / "api-credentials"
+    expected = "Basic " + base64.b64encode(creds_file.read_text().strip().encode()).decode() if creds_file.exists() else None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            if expected and self.headers.get("Authorization") != expected:
+                return self.reply(401, {"detail": "Unauthorized"})
+            opened = list(state["open_positions"])
+            routes = {"/api/v1/ping": {"status": "pong"},
+                      "/api/v1/status": [{"trade_id": p["id"], "pair": p["symbol"]} for p in opened],
+                      "/api/v1/count": {"current": len(opened), "max": 10},
+                      "/api/v1/health": {"last_process_ts": live["ts"], "pid": os.getpid(), "phase": live["phase"],
+                                         "open": len(opened)}}
+            if self.path not in routes:
+                return self.reply(404, {"detail": "Not Found"})
+            return self.reply(200, routes[self.path])
+
+        def reply(self, code, doc):
+            body = json.dumps(doc).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log(f"API on 127.0.0.1:{port}")
 
 
 def ids(state: dict) -> str:
@@ -111,6 +220,9 @@ def main() -> int:
         save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
     loaded_at = time.time()
+    live = {"ts": time.time(), "phase": "idle"}
+    if CONFIG.get("api"):
+        serve_api(state, live)
     sd_notify("READY=1")
     started = time.monotonic()
     stopping = False
@@ -138,7 +250,8 @@ def main() -> int:
         if trade_started is None and may_open and wants:
             trade_started, traded = now, True
             log("trade started")
-        if trade_started is not None and now - trade_started >= trade_seconds:
+        filled = not CONFIG.get("await_fill") or (CONTROL / "fill").exists()
+        if trade_started is not None and now - trade_started >= trade_seconds and filled:
             pos = {"id": f"p{state['next_id']}", "symbol": CONFIG.get("symbol", "BTC-PERP"),
                    "qty": tradekit.round_qty(0.0123), "opened_at": now}
             state["next_id"] += 1
@@ -165,6 +278,11 @@ def main() -> int:
             POSITIONS.write_text(text[: len(text) // 2])  # not atomic, not locked: a torn write
             damaged = True
             log("fault injected: positions file torn")
+        if CONFIG.get("tick_rows"):
+            db = database()
+            for _ in range(int(CONFIG["tick_rows"])):
+                db.execute("INSERT INTO ticks (ts, pid) VALUES (?, ?)", (time.time(), os.getpid()))  # each its own commit
+        live.update(ts=time.time(), phase="trading" if trade_started is not None else "idle")
         if fault != "no_heartbeat":
             write_atomic(HEARTBEAT, {"ts": time.time(), "pid": os.getpid(),
                                      "phase": "trading" if trade_started is not None else "idle",
