@@ -159,7 +159,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 # The slowest files first: pytest-xdist (worksteal) then fills the workers with the short tests, instead of one
 # worker finishing a long matrix alone at the end.
-SLOW_FIRST = ("test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py", "test_hostile_input.py",
+SLOW_FIRST = ("test_freqtrade.py", "test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py", "test_hostile_input.py",
               "test_fleet.py", "test_hold.py", "test_crash_safety.py", "test_unprivileged_bot.py", "test_install.py")
 
 

@@ -10,13 +10,16 @@ API (/stopentry, undone by /start), the open trades read from freqtrade's own SQ
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import shutil
 import socket
 import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,8 +27,11 @@ import pytest
 from conftest import BotRepo, Host, write_inventory
 from ftexchange import StandInExchange
 from ftwheels import LOCK, VERSION, wheels_dir
-from helpers import active, deploy, envelope, manifest, running_slot, wait_for
+from helpers import active, deploy, envelope, manifest, wait_for
 from slotctl import inventory
+from slotctl.adapters import units
+from slotctl.adapters.drain import Drain, DrainError
+from slotctl.inventory import HostConfig
 from slotctl.ops.host import HostContext
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "freqtrade"
@@ -173,6 +179,11 @@ def ft(sandbox, exchange, tmp_path):
     return host
 
 
+def running_slot(host) -> str | None:
+    st = host.ctx.systemd.state("freqtrade.service")
+    return host.ctx.process_slot(st.main_pid) if st.main_pid else None
+
+
 def _db_open_trades(host) -> set[int]:
     db = host.root / "shared/data/tradesv3.sqlite"
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -187,6 +198,7 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release
     t0 = time.monotonic()
     first = deploy(ft, "v1")
     assert first.returncode == 0, first.stderr
+    assert "no bot runs: its drain call waits for one" in first.stderr  # no API to call /stopentry on yet
     assert manifest(ft, "blue").distributions["freqtrade"] == VERSION
     wait_for(ft.api.up, 60)
     # freqtrade loaded the stand-in's markets and candles: what ccxt asked for on its way up.
@@ -200,12 +212,14 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release
 
     second = deploy(ft, "v2")
     assert second.returncode == 0, second.stderr
+    # The drain reached the old freqtrade over its API (/stopentry): it stopped entering before it was stopped.
+    assert "Changing state from RUNNING to: PAUSED" in (ft.root / "shared/logs/freqtrade.log").read_text()
     out = envelope(second)["hosts"]["local"]
     assert out["active_slot"] == "green" and running_slot(ft) == "green"
     # The gate read the open trades from freqtrade's database and kept them in the snapshot it took.
     assert {str(t) for t in trades} <= set(out["quiesce"][-1]["reason"].split(": ")[-1].split(", ")), out["quiesce"]
     snap = ft.root / ".slotctl/backups" / out["deploy_id"]
-    assert (snap / "shared/data/tradesv3.sqlite").is_file(), sorted(p.name for p in snap.rglob("*"))
+    assert (snap / "files/shared/data/tradesv3.sqlite").is_file(), sorted(str(p) for p in snap.rglob("*"))
     wait_for(ft.api.up, 60)
     assert ft.api.open_trades() == trades  # the new release loaded them from the shared database
     assert ft.api("show_config")["state"] == "running"  # /stopentry lived in the old process only: not drained
@@ -223,4 +237,51 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release
     assert ft.api("show_config")["state"] == "running"
     status = ft.cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
-    print(f"v1 {t_v1:.0f}s, v2 {t_v2:.0f}s, broken {time.monotonic() - t0 - t_v1 - t_v2:.0f}s")
+    print(f"v1 {t_v1:.0f}s, v2 {t_v2:.0f}s, broken {time.monotonic() - t0 - t_v1 - t_v2:.0f}s")  # with -s
+
+
+def test_the_example_inventory_loads_and_renders_freqtrades_unit_with_sd_notify_and_its_secrets_by_reference():
+    host = inventory.load(EXAMPLE / "inventory.yaml").hosts["local"]
+    unit = units.render(host, "0" * 40)["freqtrade.service"]
+    assert "Type=notify\n" in unit and "WatchdogSec=30s\n" in unit and "TimeoutStartSec=180s\n" in unit
+    assert "EnvironmentFile=/etc/freqtrade/freqtrade.env\n" in unit and "User=freqtrade\n" in unit
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert start == ("ExecStart=/opt/freqtrade/trading-bot-current/venv/bin/freqtrade trade --config config.json "
+                     "--strategy-path strategies --sd-notify --userdir /opt/freqtrade/shared/data/user_data "
+                     "--db-url sqlite:////opt/freqtrade/shared/data/tradesv3.sqlite --logfile /opt/freqtrade/shared/logs/freqtrade.log")
+
+
+def test_the_examples_drain_fails_closed_when_freqtrade_refuses_its_credentials(tmp_path):
+    """curl -f: a 401 from freqtrade's API is a failed drain (exit 2, nothing switched), not a drain that seemed to work."""
+    seen = []
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            body = b'{"detail":"Unauthorized"}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        netrc = tmp_path / "api.netrc"
+        netrc.write_text(f"machine 127.0.0.1 login {USER} password wrong\n")
+        example = inventory.load(EXAMPLE / "inventory.yaml").hosts["local"].quiesce
+        base = f"http://127.0.0.1:{server.server_port}/api/v1/"
+        argv = [a.replace("/etc/freqtrade/api.netrc", str(netrc)) for a in example.drain_command]
+        assert argv[-1] == "http://127.0.0.1:8080/api/v1/stopentry"
+        host = HostConfig(name="t", repo="/r", root=tmp_path, quiesce=replace(
+            example, drain_command=(*argv[:-1], base + "stopentry"), undrain_command=(*argv[:-1], base + "start")))
+        with pytest.raises(DrainError, match="quiesce.drain_command curl failed: .*401"):
+            Drain(host).request("dep")
+        assert not (tmp_path / "shared/control/drain").exists()
+        assert [p for p, _ in seen] == ["/api/v1/stopentry", "/api/v1/start"]  # the undrain too, in case it half-worked
+        assert seen[0][1] == "Basic " + base64.b64encode(f"{USER}:wrong".encode()).decode()  # from the netrc file
+    finally:
+        server.shutdown()
