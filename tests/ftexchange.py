@@ -3,6 +3,9 @@
 This machine has no internet; ccxt's URLs are pointed here (`ccxt_urls`). Only the public market-data calls that
 ccxt makes for freqtrade are answered; every request is recorded (`calls`) so a test can say what freqtrade asked.
 Prices are a flat line around a fixed price per pair, so a dry-run limit order at the ask fills at once.
+
+What freqtrade 2026.9 (ccxt 4.5.90, spot, enable_ws false) asks: at start exchangeInfo and time; every loop
+ticker/24hr; klines per pair on each new candle; depth when it checks whether a dry-run order filled.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/v3/depth": lambda: self._depth(q),
         }.get(url.path)
         if route is None:
+            with self.server.lock:
+                self.server.unanswered.append(url.path)
             return self._send(404, {"code": -1100, "msg": f"stand-in exchange: no {url.path}"})
         self._send(200, route())
 
@@ -111,6 +116,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.unanswered: list[str] = []
 
 
 class StandInExchange:
@@ -133,6 +139,11 @@ class StandInExchange:
     def calls(self) -> list[str]:
         with self._server.lock:
             return list(self._server.calls)
+
+    @property
+    def unanswered(self) -> list[str]:
+        with self._server.lock:
+            return list(self._server.unanswered)
 
     def ccxt_urls(self) -> dict:
         """freqtrade's exchange.ccxt_config / ccxt_async_config: ccxt deep-merges it over binance's own URLs."""

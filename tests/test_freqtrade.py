@@ -203,6 +203,7 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release
     wait_for(ft.api.up, 60)
     # freqtrade loaded the stand-in's markets and candles: what ccxt asked for on its way up.
     assert {"/api/v3/exchangeInfo", "/api/v3/klines"} <= set(exchange.calls), exchange.calls
+    assert exchange.unanswered == [], "freqtrade asked the stand-in for what it does not serve"
     for pair in ("BTC/USDT", "ETH/USDT"):
         ft.api("forceenter", {"pair": pair, "side": "long"})
     wait_for(lambda: ft.api("count")["current"] == 2, 30)
