@@ -194,7 +194,7 @@ def _db_open_trades(host) -> set[int]:
         con.close()
 
 
-def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release_that_cannot_load(ft, exchange):
+def test_freqtrade_dry_run_trades_survive_a_deploy_a_rollback_and_the_rollback_of_a_release_that_cannot_load(ft, exchange):
     t0 = time.monotonic()
     first = deploy(ft, "v1")
     assert first.returncode == 0, first.stderr
@@ -225,20 +225,27 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_and_the_rollback_of_a_release
     assert ft.api.open_trades() == trades  # the new release loaded them from the shared database
     assert ft.api("show_config")["state"] == "running"  # /stopentry lived in the old process only: not drained
     assert not (ft.root / "shared/control/drain").exists()
+    # A rollback by hand, through the same gate: the drain reaches the running v2, v1 starts on the same database.
+    back = ft.cli("rollback", "--json")
+    assert back.returncode == 0, back.stderr
+    assert active(ft) == "slots/blue" and running_slot(ft) == "blue"
+    assert (ft.root / "shared/logs/freqtrade.log").read_text().count("Changing state from RUNNING to: PAUSED") == 2
+    wait_for(ft.api.up, 60)
+    assert ft.api.open_trades() == trades and ft.api("show_config")["state"] == "running"
     t_v2 = time.monotonic() - t0 - t_v1
 
     bad = deploy(ft, "broken")
     assert bad.returncode == 1, bad.stderr
     out = envelope(bad)["hosts"]["local"]
     assert not out["probes"][0]["ok"] and out["probes"][1]["ok"], out["probes"]
-    assert manifest(ft, "blue").verdict == "bad"
-    assert active(ft) == "slots/green" and running_slot(ft) == "green"
+    assert manifest(ft, "green").verdict == "bad"
+    assert active(ft) == "slots/blue" and running_slot(ft) == "blue"
     wait_for(ft.api.up, 60)
     assert ft.api.open_trades() == trades and _db_open_trades(ft) == trades
     assert ft.api("show_config")["state"] == "running"
     status = ft.cli("status")
     assert status.returncode == 0, status.stdout + status.stderr
-    print(f"v1 {t_v1:.0f}s, v2 {t_v2:.0f}s, broken {time.monotonic() - t0 - t_v1 - t_v2:.0f}s")  # with -s
+    print(f"v1 {t_v1:.0f}s, v2 and rollback {t_v2:.0f}s, broken {time.monotonic() - t0 - t_v1 - t_v2:.0f}s")  # with -s
 
 
 def test_the_example_inventory_loads_and_renders_freqtrades_unit_with_sd_notify_and_its_secrets_by_reference():
