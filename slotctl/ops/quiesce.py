@@ -69,6 +69,8 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
             # Deferred while no bot ran; one started since. Only a heartbeat after this request acknowledges it.
             drain_since = time.time()
             drain.send_pending()
+            records.append({"t": round(time.monotonic() - t0, 2), "open": False, "reason": "a bot runs now: drain call sent"})
+            ctx.say("  quiesce: a bot runs now: drain call sent")
             continue
         check_state(ctx, obs, deploy_id)
         opened, reason = gate(obs, q.policy)
