@@ -170,9 +170,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 # The slowest files first: pytest-xdist (--dist load) hands them out one per worker and fills the workers with the
 # short tests after, instead of one worker finishing a long matrix alone at the end.
-SLOW_FIRST = ("test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py", "test_hostile_input.py",
-              "test_fleet.py", "test_hold.py", "test_notify.py", "test_audit_timer.py", "test_crash_safety.py",
-              "test_unprivileged_bot.py", "test_state_sources.py", "test_install.py")
+SLOW_FIRST = ("test_freqtrade.py", "test_fault_matrix.py", "test_errors_after_gate.py", "test_safe_paths.py",
+              "test_hostile_input.py", "test_fleet.py", "test_hold.py", "test_notify.py", "test_audit_timer.py",
+              "test_crash_safety.py", "test_unprivileged_bot.py", "test_state_sources.py", "test_install.py")
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -135,3 +135,23 @@ def test_status_shows_a_drained_bot_and_the_latest_snapshot(host):
     assert any("the bot is drained" in p for p in doc["problems"])
     assert doc["snapshot"]["good"]
     os.unlink(drain_flag(host))
+
+
+def test_a_drain_call_deferred_while_no_bot_ran_is_sent_once_the_gate_sees_one(host, tmp_path):
+    """A bot that starts after the drain request (systemd restarting it) still gets the drain call, and only a
+    heartbeat after that call opens the gate."""
+    from slotctl.adapters.drain import Drain
+    from slotctl.ops import quiesce
+
+    assert deploy(host, "calm").returncode == 0
+    marker = tmp_path / "said"
+    host.reconfigure(quiesce={"drain_command": ["sh", "-c", f"echo drain >> {marker}"]})
+    host.ctx.systemd.stop("trading-bot.service")
+    d = Drain(host.ctx.host)
+    since = d.request("dep", bot_running=False)
+    assert drain_flag(host).exists() and not marker.exists()
+    host.ctx.systemd.start("trading-bot.service")
+    result = quiesce.wait(host.ctx, "dep", since, timeout=20, drain=d)
+    assert marker.read_text().split() == ["drain"] and d.sent
+    assert result.opened, result.records
+    assert result.records[0]["reason"] == "a bot runs now: drain call sent"

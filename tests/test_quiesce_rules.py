@@ -147,6 +147,27 @@ def test_a_failing_drain_command_is_an_error_naming_it_and_leaves_no_flag(tmp_pa
     assert marker.read_text().split() == ["undrain"]  # in case the failed request half-worked
 
 
+def test_with_no_bot_running_the_drain_call_waits_until_one_runs_and_is_sent_once(tmp_path):
+    """A bot drained over its API cannot answer while down (a first deploy, a rollback from a crash): the flag is
+    written, the call is sent once the gate sees a bot, and only once."""
+    marker = tmp_path / "said"
+    d = Drain(host_at(tmp_path, drain_command=("sh", "-c", f"echo drain >> {marker}")))
+    d.request("dep", bot_running=False)
+    assert d.active()["deploy"] == "dep" and not marker.exists() and not d.sent
+    d.send_pending()
+    d.send_pending()
+    assert marker.read_text().split() == ["drain"] and d.sent
+
+
+def test_a_deferred_drain_call_that_fails_takes_the_flag_back(tmp_path):
+    marker = tmp_path / "said"
+    d = Drain(host_at(tmp_path, drain_command=("false",), undrain_command=("sh", "-c", f"echo undrain >> {marker}")))
+    d.request("dep", bot_running=False)
+    with pytest.raises(DrainError, match="quiesce.drain_command false failed"):
+        d.send_pending()
+    assert d.active() is None and marker.read_text().split() == ["undrain"]
+
+
 @pytest.mark.parametrize("operators_flag", ["", '{"by": "alice", "reason": "FOMC"}'])
 def test_a_drain_the_operator_set_before_the_deploy_is_still_set_after_it(tmp_path, operators_flag):
     """Item 10: slotctl lifts only the drain it set."""

@@ -27,6 +27,8 @@ class Drain:
     def __init__(self, host: HostConfig) -> None:
         self.host, self.q = host, host.quiesce
         self.flag: Path = host.path(host.quiesce.drain_file)
+        self.sent = False  # the drain command or URL was called for this deploy
+        self._ours = False  # the flag is this deploy's (request() wrote it)
 
     def active(self) -> dict | None:
         """The flag's record when the bot is drained, else None."""
@@ -41,22 +43,36 @@ class Drain:
         rec = self.active()
         return rec is not None and rec.get("deploy") == deploy_id
 
-    def request(self, deploy_id: str) -> float:
-        """Drain the bot for this deploy; a request that fails leaves no flag of ours behind."""
+    def request(self, deploy_id: str, *, bot_running: bool = True) -> float:
+        """Drain the bot for this deploy; a request that fails leaves no flag of ours behind.
+
+        With no live bot the flag is written but the command or URL is not called yet: there is nothing to drain,
+        and a bot that drains over its API cannot answer (freqtrade's /stopentry on a first deploy, or a rollback
+        from a crashed release). send_pending() calls it once the gate sees a bot running.
+        """
         since = time.time()
-        ours = self.active() is None
-        if ours:
+        self._ours = self.active() is None
+        if self._ours:
             ownership.bot_dir(self.host, self.flag.parent)
             fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id}, 0o644)  # the bot reads it
+        self.sent = False
+        if bot_running:
+            self.send_pending()
+        return since
+
+    def send_pending(self) -> None:
+        """The drain command or URL, if request() deferred it; a failure takes our flag back, as request's does."""
+        if self.sent:
+            return
         try:
             self._call(self.q.drain_command, self.q.drain_url, "drain")
         except BaseException:
-            if ours:
+            if self._ours:
                 fs.remove_file(self.flag)
                 with contextlib.suppress(DrainError):
                     self._call(self.q.undrain_command, self.q.undrain_url, "undrain")  # in case it half-worked
             raise
-        return since
+        self.sent = True
 
     def lift(self, deploy_id: str) -> bool:
         """Lift the drain this deploy set (the undrain call first, then the flag); False when it is not ours.

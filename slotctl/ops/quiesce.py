@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import interrupts
 from ..adapters import backups, state
-from ..adapters.drain import Drain
+from ..adapters.drain import Drain, DrainError
 from ..core.quiesce import GateObservation, Positions, gate, suspicious
 from ..errors import SlotctlError
 from .host import HostContext
@@ -54,7 +54,8 @@ def check_state(ctx: HostContext, obs: GateObservation, deploy_id: str) -> None:
                           f"evidence kept in {snap}")
 
 
-def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | None = None) -> GateResult:
+def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | None = None,
+         drain: Drain | None = None) -> GateResult:
     """Poll until the gate opens or the timeout passes, saying what is still open as it goes."""
     q = ctx.host.quiesce
     timeout = q.timeout if timeout is None else timeout
@@ -64,6 +65,13 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
     while True:
         interrupts.raise_if_pending()
         obs = observe(ctx, drain_since)
+        if drain is not None and obs.bot_running and not drain.sent:
+            # Deferred while no bot ran; one started since. Only a heartbeat after this request acknowledges it.
+            drain_since = time.time()
+            drain.send_pending()
+            records.append({"t": round(time.monotonic() - t0, 2), "open": False, "reason": "a bot runs now: drain call sent"})
+            ctx.say("  quiesce: a bot runs now: drain call sent")
+            continue
         check_state(ctx, obs, deploy_id)
         opened, reason = gate(obs, q.policy)
         elapsed = time.monotonic() - t0
@@ -86,14 +94,18 @@ def quiesce(ctx: HostContext, deploy_id: str, timeout: float | None = None) -> G
     backups.state_files(ctx.host)  # a state file linked out of the root is refused before anything happens
     operators = drain.active()
     with ctx.step("quiesce", operator_drain=operators is not None) as rec:
-        check_state(ctx, observe(ctx, None), deploy_id)
-        since = drain.request(deploy_id)
-        ctx.say(f"  quiesce: drain requested ({drain.flag}"
+        first = observe(ctx, None)
+        check_state(ctx, first, deploy_id)
+        since = drain.request(deploy_id, bot_running=first.bot_running)
+        deferred = not drain.sent and bool(ctx.host.quiesce.drain_command or ctx.host.quiesce.drain_url)
+        ctx.say(f"  quiesce: drain requested ({drain.flag}{'; no bot runs: its drain call waits for one' if deferred else ''}"
                 f"{', set before by ' + str(operators.get('by')) + ': it stays after the deploy' if operators else ''}); "
                 f"policy {ctx.host.quiesce.policy}, timeout {ctx.host.quiesce.timeout if timeout is None else timeout:g}s")
         try:
             with ctx.progress("quiesce: waiting for the bot to be flat or recorded"):
-                result = wait(ctx, deploy_id, since, timeout)
+                result = wait(ctx, deploy_id, since, timeout, drain)
+        except DrainError:
+            raise  # a deferred drain request that failed took its flag back and tried the undrain already
         except BaseException:
             drain.lift(deploy_id)  # nothing was switched: the running bot goes back to trading
             raise
