@@ -17,6 +17,7 @@ own /proc is reachable from the host at /proc/<init>/root/proc (`proc_root`).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import select
 import shutil
@@ -68,6 +69,9 @@ def _cgroup2_mount() -> Path:
     raise SandboxError("sandbox: no cgroup2 hierarchy mounted (looked at /sys/fs/cgroup and /sys/fs/cgroup/unified)")
 
 
+SHORT_LINKS = Path("/run/slotctl-sandbox")
+
+
 class Sandbox:
     """start() boots, stop() leaves no process, mount or cgroup behind; also a context manager."""
 
@@ -82,7 +86,15 @@ class Sandbox:
     # -- facts --------------------------------------------------------------------
     @property
     def bus_address(self) -> str:
-        return f"unix:path={self.shared / 'dbus' / 'system_bus_socket'}"
+        return f"unix:path={self._bus_path()}"
+
+    def _bus_path(self) -> Path:
+        """The bus socket, or a short link to it: a socket path over 107 bytes cannot be connected to (sun_path),
+        and a deep test directory (pytest-123/popen-gw3/<test name>/h0/sb/...) gets there."""
+        real = self.shared / "dbus" / "system_bus_socket"
+        if len(os.fsencode(real)) <= 100:
+            return real
+        return SHORT_LINKS / hashlib.sha256(os.fsencode(self.dir)).hexdigest()[:16]
 
     @property
     def init_pid(self) -> int:
@@ -110,6 +122,11 @@ class Sandbox:
         t0 = time.monotonic()
         for d in (self.dir / "root", self.dir / "ovl", self.units, self.shared / "dbus"):
             d.mkdir(parents=True, exist_ok=True)
+        link = self._bus_path()
+        if link.parent == SHORT_LINKS:
+            SHORT_LINKS.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(self.shared / "dbus" / "system_bus_socket")
         cgroup = _cgroup2_mount() / f"slotctl-sandbox-{os.getpid()}-{time.time_ns()}"
         cgroup.mkdir()
         (self.dir / "cgroup").write_text(str(cgroup))
@@ -216,6 +233,8 @@ class Sandbox:
         for name in ("init.pid", "unshare.pid", "cgroup"):
             (self.dir / name).unlink(missing_ok=True)
         (self.shared / "dbus" / "system_bus_socket").unlink(missing_ok=True)
+        if self._bus_path().parent == SHORT_LINKS:
+            self._bus_path().unlink(missing_ok=True)
 
     def exec(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
         """Run a command inside the sandbox (systemctl, journalctl...)."""

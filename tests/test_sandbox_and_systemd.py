@@ -169,3 +169,19 @@ def test_a_failing_start_job_is_reported(sandbox):
     sd.daemon_reload()
     st = sd.start("broken.service")
     assert st.active_state in ("failed", "inactive")
+
+
+def test_a_sandbox_in_a_deep_directory_is_reached_through_a_short_link(tmp_path):
+    """A unix socket path over 107 bytes cannot be connected to; deep test directories get there."""
+    from slotctl.sandbox import SHORT_LINKS
+
+    sb = Sandbox(tmp_path / ("deep-" * 12) / "sb")
+    assert len(str(sb.shared / "dbus/system_bus_socket")) > 107
+    sb.start()
+    try:
+        link = Path(sb.bus_address.removeprefix("unix:path="))
+        assert link.parent == SHORT_LINKS
+        assert Systemd(sb.bus_address).system_state() in ("running", "degraded")
+    finally:
+        sb.stop()
+    assert not link.exists() and not link.is_symlink()
