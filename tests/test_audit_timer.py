@@ -36,7 +36,7 @@ def test_the_audit_timer_tells_once_when_the_heartbeat_stops_and_once_when_it_is
             "slotctl-audit-local.service", "slotctl-audit-local.timer", "timers.target.wants/slotctl-audit-local.timer"]
         assert host.ctx.systemd.state("slotctl-audit-local.timer").active_state == "active"
 
-        wait_for(lambda: verdict.exists() and prom.exists(), 20)
+        wait_for(lambda: verdict.exists() and prom.exists(), 60)  # the first round: ~2 s, far more on a loaded machine
         assert json.loads(verdict.read_text())["ok"] is True
         assert receiver.posts == [], "a first healthy audit is nothing to tell"
 
