@@ -8,7 +8,10 @@ it); every sysinit unit that touches the kernel or the disk is masked.
 
 `<dir>/shared` is bind-mounted at the same path inside, so deployment roots and
 unit files kept there look the same from both sides; `<dir>/shared/units` is in
-the unit path and `<dir>/shared/dbus` holds the system bus socket.
+the unit path and `<dir>/shared/dbus` holds the system bus socket. This
+slotctl's own venv and code, when they lie under one of the private tmpfs (a
+checkout in /tmp), are bind-mounted read-only at the same path too, so that a
+unit inside can run it (the audit timer).
 
 PIDs that systemd reports belong to the sandbox's pid namespace; the sandbox's
 own /proc is reachable from the host at /proc/<init>/root/proc (`proc_root`).
@@ -297,6 +300,17 @@ def _inner_env() -> dict[str, str]:
     return env
 
 
+# Private tmpfs inside the sandbox (see the module's docstring).
+PRIVATE = ("dev/shm", "run", "tmp", "var/tmp")
+
+
+def _own_paths() -> list[Path]:
+    """This slotctl's interpreter (its venv) and code, where they lie under a private tmpfs (a checkout in /tmp)."""
+    paths = {Path(sys.prefix).resolve(), Path(__file__).resolve().parents[1]}
+    hidden = [p for p in paths if any(p.is_relative_to(Path("/") / t) for t in PRIVATE)]
+    return sorted(p for p in hidden if not any(q != p and p.is_relative_to(q) for q in hidden))
+
+
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
@@ -324,9 +338,14 @@ def _inner(sb: Path) -> None:
     os.symlink("pts/ptmx", root / "dev/ptmx")
     os.symlink("/proc/self/fd", root / "dev/fd")
     _run("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=620", "devpts", f"{root}/dev/pts")
-    for t in ("dev/shm", "run", "tmp", "var/tmp"):
+    for t in PRIVATE:
         _run("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "sdbox", f"{root}/{t}")
     os.chmod(root / "run", 0o755)
+    for p in _own_paths():  # read-only, at the same path: a unit inside (the audit timer) runs this slotctl
+        target = root / str(p).lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        _run("mount", "--rbind", str(p), str(target))
+        _run("mount", "-o", "remount,bind,ro", str(target))
     (root / str(shared).lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / "run/dbus").mkdir(parents=True, exist_ok=True)
     # --rbind: a filesystem mounted inside shared/ before the boot (a small one, to fill in a test) is seen too.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import threading
+import subprocess
 import time
 
 import pytest
 
-from helpers import active, deploy, envelope, wait_for
+from helpers import active, deploy, envelope, journal_records, wait_for
 
 
 @pytest.fixture
@@ -105,11 +105,16 @@ def test_a_locked_positions_file_is_waited_on_not_read_as_empty(host):
     assert deploy(host, "calm").returncode == 0
     lock = open(host.root / "shared/data/positions_futures.json.lock", "a")
     fcntl.flock(lock, fcntl.LOCK_EX)
-    threading.Timer(3, lock.close).start()
-    t0 = time.monotonic()
-    proc = deploy(host, "v1")
+    before = len(journal_records(host))
+    running = subprocess.Popen(host.argv("deploy", "--yes", "--json", "--commit", host.bot_repo.sha["v1"]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=host.env())
+    # Held until the gate has been asking for a while (however long the build took), then let go.
+    wait_for(lambda: any(r.get("step") == "quiesce" and r.get("phase") == "begin" for r in journal_records(host)[before:]), 120)
+    time.sleep(1)
+    lock.close()
+    out, err = running.communicate(timeout=120)
+    proc = subprocess.CompletedProcess(running.args, running.returncode, out, err)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - t0 >= 3
     records = envelope(proc)["hosts"]["local"]["quiesce"]
     assert any("locked by the bot" in r["reason"] and "not reading it as empty" in r["reason"] for r in records)
 
