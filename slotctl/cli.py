@@ -264,12 +264,14 @@ def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="F
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, "build")
-    for c in contexts:
-        plan(c, commit)  # bad input is refused before anything is written, the lock file included
+    plans = {c.host.name: plan(c, commit) for c in contexts}  # bad input is refused before anything is written
     results = {}
     for c in contexts:
         with exclusive(c, wait_lock):
-            results[c.host.name] = do_build(c, commit, reuse_venv=not rebuild_venv)
+            p = plans[c.host.name]
+            # Planned again under the lock only if another command switched the host meanwhile.
+            results[c.host.name] = do_build(c, commit, p if c.active_slot() == p.active else None,
+                                            reuse_venv=not rebuild_venv)
     if opts.json:
         print(envelope("build", OK, results))
     else:
@@ -438,10 +440,35 @@ def hold(ctx: typer.Context,
     reason, until = holds.checked(reason, until)
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
-    _local_only(contexts, "hold")
+    if _is_fleet(contexts):  # an ssh host holds itself: its own slotctl writes its own hold file
+        return _hold_rows("hold", contexts, opts, ["--reason", reason, *(["--until", until] if until else [])],
+                          lambda c: f"deploys {describe(holds.hold(c, reason, until))}")
     records = {c.host.name: holds.hold(c, reason, until) for c in contexts}
     return _emit(opts, "hold", OK, {n: {"hold": r} for n, r in records.items()},
                  "\n".join(f"{n}: deploys {describe(r)}" for n, r in records.items()))
+
+
+def _hold_rows(command: str, contexts, opts, args: list[str], local) -> int:
+    """hold or unhold on each host, one row each; a host that cannot be reached says so and the rest go on."""
+    from .ops import fleet
+
+    def summary(doc: dict) -> str:
+        if command == "unhold":
+            return f"lifted the hold ({describe(doc['lifted'])})" if doc.get("lifted") else "no hold to lift"
+        return f"deploys {describe(doc['hold'])}" if doc.get("hold") else doc.get("error") or ""
+
+    def one(c) -> fleet.Row:
+        if c.host.ssh:
+            return fleet.remote(c, [command, *args], lambda h, code, doc, secs: fleet.Row(h, code, summary(doc), True,
+                                                                                         detail=doc, seconds=secs))
+        try:
+            return fleet.Row(c.host.name, OK, local(c))
+        except SlotctlError as e:
+            return fleet.Row(c.host.name, e.exit_code, e.message)
+
+    from .core.hold import describe
+
+    return _print_rows(command, fleet.sweep(contexts, one, parallel=64), opts)
 
 
 @app.command()
@@ -457,7 +484,12 @@ def unhold(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
-    _local_only(contexts, "unhold")
+    if _is_fleet(contexts):
+        def local(c) -> str:
+            r = holds.unhold(c)
+            return f"lifted the hold ({describe(r)})" if r else "no hold to lift"
+
+        return _hold_rows("unhold", contexts, opts, [], local)
     lifted = {c.host.name: holds.unhold(c) for c in contexts}
     return _emit(opts, "unhold", OK, {n: {"lifted": r} for n, r in lifted.items()},
                  "\n".join(f"{n}: lifted the hold ({describe(r)})" if r else f"{n}: no hold to lift"

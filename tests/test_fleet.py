@@ -254,3 +254,17 @@ def test_a_host_running_another_slotctl_version_is_refused_before_it_acts(bare):
     write_inventory(bare.inventory, bare.doc)
     proc = bare.cli("status", "--host", "h0", "--json")
     assert proc.returncode == 2 and "no slotctl at" in rows(proc)["h0"]["summary"]
+
+
+def test_a_hold_over_ssh_freezes_every_host_until_unhold_lifts_it(fleet):
+    proc = fleet.cli("hold", "--all", "--reason", "FOMC", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(row["exit_code"] == 0 and "FOMC" in row["summary"] for row in rows(proc).values()), rows(proc)
+    for h in fleet.hosts:  # each host's own slotctl wrote its own hold
+        assert json.loads((h.root / ".slotctl/hold.json").read_text())["reason"] == "FOMC"
+    refused = fleet.cli("deploy", "--host", "h1", "--yes", "--json", "--commit", fleet.bot_repo.sha["v1"])
+    assert refused.returncode == 4 and "FOMC" in rows(refused)["h1"]["summary"], refused.stdout
+    assert fleet.active(fleet.hosts[1]) is None
+    lifted = fleet.cli("unhold", "--all", "--json")
+    assert lifted.returncode == 0 and all(row["summary"].startswith("lifted the hold") for row in rows(lifted).values())
+    assert not any((h.root / ".slotctl/hold.json").exists() for h in fleet.hosts)

@@ -126,7 +126,7 @@ def prepare_root(host: HostConfig) -> list[str]:
     return changes
 
 
-def seal_slot(slot_dir: Path) -> None:
+def seal_slot(slot_dir: Path, skip: tuple[Path, ...] = ()) -> None:
     """A built slot as the bot may see it: root's, dirs 0755, files 0644, or 0755 when built executable.
 
     uv, tar and compileall make dirs and files by the umask (under umask 077 a venv is 0700 dirs and 0600 files,
@@ -144,6 +144,8 @@ def seal_slot(slot_dir: Path) -> None:
             os.chmod(path, want)
 
     fix(str(slot_dir))
+    skipped = {str(p) for p in skip}
     for dirpath, dirnames, filenames in os.walk(slot_dir):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skipped]
         for name in dirnames + filenames:
             fix(os.path.join(dirpath, name))

@@ -234,7 +234,7 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
         ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'}"
                 f"{f', reused from {venv_from}' if venv_from else ''} in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
-        ownership.seal_slot(slot_dir)
+        ownership.seal_slot(slot_dir, skip=(slot_dir / "venv",) if venv_from else ())  # a reused venv: sealed by its build
         config = read_config_files(slot_dir / "src", host.config.files)
         manifest = Manifest(
             slot=p.slot,
