@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core import sources
 from ..core.health import Heartbeat
-from ..core.quiesce import EMPTY, LOCKED, MISSING, TORN, UNREADABLE, Positions, parse_positions
+from ..core.quiesce import LOCKED, MISSING, TORN, UNREADABLE, Positions, json_state, parse_positions
 from ..inventory import CountConfig, HostConfig, PositionsConfig
 from . import fs
 
@@ -41,12 +41,9 @@ def read_positions(path: Path, lock_wait: float = 1.0, select: str | None = None
             os.close(fd)  # closing drops the flock
     if select is None:
         return parse_positions(data)
-    if not data.strip():
-        return Positions(EMPTY, detail="zero bytes")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        return Positions(TORN, detail=f"not valid JSON ({e})")
+    doc, problem = json_state(data)
+    if problem is not None:
+        return problem
     return sources.positions_from(sources.search(select, doc), select)
 
 

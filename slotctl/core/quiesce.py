@@ -25,16 +25,23 @@ class Positions:
         return len(self.ids)
 
 
-def parse_positions(data: bytes) -> Positions:
-    """The bot's positions file: a JSON object whose open_positions list holds objects with an id."""
+def json_state(data: bytes) -> tuple[object, Positions | None]:
+    """The JSON document of a state file, or why there is none: zero bytes is EMPTY, a half-written file TORN."""
     import json
 
     if not data.strip():
-        return Positions(EMPTY, detail="zero bytes")
+        return None, Positions(EMPTY, detail="zero bytes")
     try:
-        doc = json.loads(data)
+        return json.loads(data), None
     except (ValueError, UnicodeDecodeError) as e:
-        return Positions(TORN, detail=f"not valid JSON ({e})")
+        return None, Positions(TORN, detail=f"not valid JSON ({e})")
+
+
+def parse_positions(data: bytes) -> Positions:
+    """The bot's positions file: a JSON object whose open_positions list holds objects with an id."""
+    doc, problem = json_state(data)
+    if problem is not None:
+        return problem
     if doc == {}:
         return Positions(EMPTY, detail="{}")
     if not isinstance(doc, dict) or not isinstance(doc.get("open_positions"), list):
