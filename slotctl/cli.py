@@ -450,6 +450,7 @@ def hold(ctx: typer.Context,
 
 def _hold_rows(command: str, contexts, opts, args: list[str], local) -> int:
     """hold or unhold on each host, one row each; a host that cannot be reached says so and the rest go on."""
+    from .core.hold import describe
     from .ops import fleet
 
     def summary(doc: dict) -> str:
@@ -465,8 +466,6 @@ def _hold_rows(command: str, contexts, opts, args: list[str], local) -> int:
             return fleet.Row(c.host.name, OK, local(c))
         except SlotctlError as e:
             return fleet.Row(c.host.name, e.exit_code, e.message)
-
-    from .core.hold import describe
 
     return _print_rows(command, fleet.sweep(contexts, one, parallel=64), opts)
 
