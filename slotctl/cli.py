@@ -1,7 +1,5 @@
 """The command line: parse, call an operation, render, exit. Nothing else lives here."""
 
-from __future__ import annotations
-
 import functools
 import os
 import sys
@@ -63,7 +61,7 @@ class Opts:
         self.json: bool = False
         self.verbose: bool = False
 
-    def merge(self, inventory: Path | None, hosts: list[str] | None, all_: bool | None, json_: bool | None) -> Opts:
+    def merge(self, inventory: Path | None, hosts: list[str] | None, all_: bool | None, json_: bool | None) -> "Opts":
         o = Opts()
         o.__dict__.update(self.__dict__)
         o.inventory = inventory or self.inventory

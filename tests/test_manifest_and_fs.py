@@ -65,3 +65,53 @@ def test_the_flip_replaces_the_symlink_in_one_rename(tmp_path):
     assert os.readlink(link) == "slots/green"
     assert link.lstat().st_ino != ino_before  # a new link renamed over the old one, not an edit
     assert sorted(os.listdir(tmp_path)) == ["slots", "trading-bot-current"]
+
+
+def _tree(root, files=200):
+    for i in range(files):
+        d = root / f"pkg{i % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"m{i}.py").write_text("x = 1\n")
+    return root
+
+
+def _wait_empty(trash, seconds=30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while any(trash.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sorted(p.name for p in trash.iterdir())
+
+
+def test_a_discarded_tree_leaves_its_place_at_once_and_is_deleted_in_the_background(tmp_path, monkeypatch):
+    slot = _tree(tmp_path / "slots" / ".blue.previous")
+
+    def in_process(*a, **kw):
+        raise AssertionError("deleted in this process, not by the detached rm")
+
+    monkeypatch.setattr(fs.shutil, "rmtree", in_process)
+    fs.discard(slot)
+    assert not slot.exists()  # gone from its place before discard returns: the rename, not the deletion
+    assert os.listdir(tmp_path / "slots") == [".trash"]
+    assert _wait_empty(tmp_path / "slots" / ".trash") == []
+
+
+def test_a_discard_also_deletes_what_an_interrupted_one_left_in_the_trash(tmp_path):
+    leftover = _tree(tmp_path / "slots" / ".trash" / "blue.previous.0badc0de", files=20)
+    fs.discard(_tree(tmp_path / "slots" / "green"))
+    assert _wait_empty(tmp_path / "slots" / ".trash") == [], f"{leftover} was left"
+
+
+def test_a_discard_that_cannot_make_its_trash_deletes_the_tree_before_returning(tmp_path):
+    (tmp_path / "slots").mkdir()
+    (tmp_path / "slots" / ".trash").write_text("not a folder")  # mkdir fails as it would on a full disk
+    slot = _tree(tmp_path / "slots" / "blue", files=20)
+    fs.discard(slot)
+    assert not slot.exists()
+    assert (tmp_path / "slots" / ".trash").read_text() == "not a folder"
+
+
+def test_discarding_nothing_is_not_an_error(tmp_path):
+    fs.discard(tmp_path / "never-built")
+    assert os.listdir(tmp_path) == []

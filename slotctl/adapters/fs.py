@@ -7,6 +7,8 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,41 @@ def remove_file(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(path.parent)
+
+
+TRASH = ".trash"
+
+
+def discard(path: Path) -> None:
+    """Remove a directory tree without making the command wait for it to be unlinked file by file (a venv is
+    ~10,000 files: a third of a code-only build). One rename takes it out of its place, durably, into the .trash
+    folder beside it, and a detached `rm` deletes it there. That rm also deletes what an earlier, interrupted
+    one left. When the rename cannot be made (a full disk refuses the .trash folder), the tree is deleted
+    here and now."""
+    if not path.exists():
+        return
+    trash = path.parent / TRASH
+    try:
+        trash.mkdir(exist_ok=True)
+        os.rename(path, trash / f"{path.name.lstrip('.')}.{secrets.token_hex(4)}")
+    except OSError:
+        shutil.rmtree(path)
+        return
+    fsync_dir(path.parent)
+    empty_trash(trash)
+
+
+def empty_trash(trash: Path) -> None:
+    """Start a detached rm of everything in trash; it outlives this process and is nobody's child to reap."""
+    entries = [str(e) for e in trash.iterdir()] if trash.is_dir() else []
+    if not entries:
+        return
+    try:
+        subprocess.run(["setsid", "--fork", "rm", "-rf", "--", *entries], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    except (OSError, subprocess.CalledProcessError):  # no setsid to start it: delete here instead
+        for e in entries:
+            shutil.rmtree(e, ignore_errors=True)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from itertools import islice
 from pathlib import Path
 
 from ..core.lockfile import Pin, normalize
@@ -98,13 +99,18 @@ def build(venv: Path, python: str, lockfile: Path, index: IndexConfig, *, runs_a
                      strict=False)
 
 
+_PARALLEL_FROM = 200  # .py files
+
+
 def compile_bytecode(python: Path, dirs: list[Path], built_at: Path, runs_as: Path, *, strict: bool) -> None:
     """compileall with the paths inside the bytecode rewritten from built_at to runs_as.
 
     strict=False for installed wheels: some ship files that are not Python 3 (templates, test data); uv and pip
     skip them too. The bot's own source must compile (strict)."""
-    proc = subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", "-s", str(built_at), "-p", str(runs_as),
-                           *map(str, dirs)], capture_output=True, text=True)
+    # Worker processes pay off for a venv's thousands of files; for a bot's few they cost more than they save.
+    many = sum(1 for d in dirs for _ in islice(d.rglob("*.py"), _PARALLEL_FROM)) >= _PARALLEL_FROM
+    proc = subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0" if many else "1", "-s", str(built_at),
+                           "-p", str(runs_as), *map(str, dirs)], capture_output=True, text=True)
     if proc.returncode < 0 or (strict and proc.returncode != 0):
         detail = (proc.stdout + proc.stderr).strip().splitlines()
         raise BuildError(f"compiling {', '.join(map(str, dirs))} failed: {detail[-1] if detail else proc.returncode}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import interrupts
-from ..adapters import backups, journal
+from ..adapters import backups, fs, journal
 from ..adapters.drain import Drain
 from ..core.history import Deploy, unfinished
 from ..core.layout import SLOTS, other
@@ -98,6 +98,7 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
     for tmp in layout.backups.glob(".tmp-*") if layout.backups.is_dir() else ():
         shutil.rmtree(tmp, ignore_errors=True)
         actions.append(f"removed an unfinished snapshot {tmp.name}")
+    fs.empty_trash(layout.slots / fs.TRASH)  # a discarded release whose deletion was cut short: in the background
 
 
 class _Settle:
