@@ -85,33 +85,36 @@ def _wait_empty(trash, seconds=30.0):
 
 
 def test_a_discarded_tree_leaves_its_place_at_once_and_is_deleted_in_the_background(tmp_path, monkeypatch):
-    slot = _tree(tmp_path / "slots" / ".blue.previous")
+    slot, trash = _tree(tmp_path / "slots" / ".blue.previous"), tmp_path / ".slotctl" / "trash"
+    trash.parent.mkdir()
 
     def in_process(*a, **kw):
         raise AssertionError("deleted in this process, not by the detached rm")
 
     monkeypatch.setattr(fs.shutil, "rmtree", in_process)
-    fs.discard(slot)
+    fs.discard(slot, trash)
     assert not slot.exists()  # gone from its place before discard returns: the rename, not the deletion
-    assert os.listdir(tmp_path / "slots") == [".trash"]
-    assert _wait_empty(tmp_path / "slots" / ".trash") == []
+    assert os.listdir(tmp_path / "slots") == []
+    assert _wait_empty(trash) == []
 
 
 def test_a_discard_also_deletes_what_an_interrupted_one_left_in_the_trash(tmp_path):
-    leftover = _tree(tmp_path / "slots" / ".trash" / "blue.previous.0badc0de", files=20)
-    fs.discard(_tree(tmp_path / "slots" / "green"))
-    assert _wait_empty(tmp_path / "slots" / ".trash") == [], f"{leftover} was left"
+    trash = tmp_path / ".slotctl" / "trash"
+    leftover = _tree(trash / "blue.previous.0badc0de", files=20)
+    fs.discard(_tree(tmp_path / "slots" / "green"), trash)
+    assert _wait_empty(trash) == [], f"{leftover} was left"
 
 
-def test_a_discard_that_cannot_make_its_trash_deletes_the_tree_before_returning(tmp_path):
-    (tmp_path / "slots").mkdir()
-    (tmp_path / "slots" / ".trash").write_text("not a folder")  # mkdir fails as it would on a full disk
+def test_a_discard_that_cannot_use_its_trash_deletes_the_tree_before_returning(tmp_path):
+    (tmp_path / ".slotctl").mkdir()
+    trash = tmp_path / ".slotctl" / "trash"
+    trash.write_text("not a folder")  # mkdir fails, as on a full disk; another filesystem fails the rename
     slot = _tree(tmp_path / "slots" / "blue", files=20)
-    fs.discard(slot)
+    fs.discard(slot, trash)
     assert not slot.exists()
-    assert (tmp_path / "slots" / ".trash").read_text() == "not a folder"
+    assert trash.read_text() == "not a folder"
 
 
 def test_discarding_nothing_is_not_an_error(tmp_path):
-    fs.discard(tmp_path / "never-built")
+    fs.discard(tmp_path / "never-built", tmp_path / "trash")
     assert os.listdir(tmp_path) == []

@@ -90,18 +90,14 @@ def remove_file(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-TRASH = ".trash"
-
-
-def discard(path: Path) -> None:
+def discard(path: Path, trash: Path) -> None:
     """Remove a directory tree without making the command wait for it to be unlinked file by file (a venv is
-    ~10,000 files: a third of a code-only build). One rename takes it out of its place, durably, into the .trash
-    folder beside it, and a detached `rm` deletes it there. That rm also deletes what an earlier, interrupted
-    one left. When the rename cannot be made (a full disk refuses the .trash folder), the tree is deleted
-    here and now."""
+    ~10,000 files: a third of a code-only build). One rename takes it out of its place, durably, into trash,
+    and a detached `rm` deletes it there; that rm also deletes what an earlier, interrupted one left. When the
+    rename cannot be made (trash on another filesystem, or a full disk that refuses the folder), the tree is
+    deleted here and now."""
     if not path.exists():
         return
-    trash = path.parent / TRASH
     try:
         trash.mkdir(exist_ok=True)
         os.rename(path, trash / f"{path.name.lstrip('.')}.{secrets.token_hex(4)}")

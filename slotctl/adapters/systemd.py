@@ -150,30 +150,39 @@ class Systemd:
 
         return self._call(f"read the watchdog of {name}", read)
 
-    def _job_pending(self, job_path: str) -> bool:
-        jobs = self._call("list jobs", self._manager, "ListJobs", reply="a(usssoo)")[0]
-        return any(j[4] == job_path for j in jobs)
+    def _pending_jobs(self) -> set[str]:
+        return {j[4] for j in self._call("list jobs", self._manager, "ListJobs", reply="a(usssoo)")[0]}
 
-    def _run_job(self, verb: str, name: str, timeout: float) -> UnitState:
-        job = self._call(f"{verb} {name}", self._manager, verb, "ss", name, "replace", reply="o")[0]
+    def _run_jobs(self, verb: str, names: list[str], timeout: float) -> list[UnitState]:
+        """Queue the job for every unit at once (systemd runs them side by side), then wait for all of them."""
+        jobs = {self._call(f"{verb} {name}", self._manager, verb, "ss", name, "replace", reply="o")[0]: name
+                for name in names}
         deadline = time.monotonic() + timeout
-        while self._job_pending(job):
+        while waiting := jobs.keys() & self._pending_jobs():
             if time.monotonic() > deadline:
-                raise SystemdError(f"systemd: {verb} {name}: job {job} still running after {timeout:g}s")
+                late = ", ".join(f"{jobs[j]} ({j})" for j in sorted(waiting))
+                raise SystemdError(f"systemd: {verb}: job still running after {timeout:g}s: {late}")
             time.sleep(0.01)
-        return self.state(name)
+        return [self.state(name) for name in names]
 
     def start(self, name: str, timeout: float = 90) -> UnitState:
-        return self._run_job("StartUnit", name, timeout)
+        return self._run_jobs("StartUnit", [name], timeout)[0]
+
+    def start_all(self, names: list[str], timeout: float = 90) -> list[UnitState]:
+        return self._run_jobs("StartUnit", names, timeout)
 
     def stop(self, name: str, timeout: float = 90) -> UnitState:
-        state = self.state(name)
-        if state.load_state == "not-found":
-            return state  # never installed: nothing runs under that name
-        return self._run_job("StopUnit", name, timeout)
+        return self.stop_all([name], timeout)[0]
+
+    def stop_all(self, names: list[str], timeout: float = 90) -> list[UnitState]:
+        """Stop every unit and wait until none runs; one never installed counts as stopped."""
+        states = {name: self.state(name) for name in names}
+        installed = [n for n, st in states.items() if st.load_state != "not-found"]
+        stopped = dict(zip(installed, self._run_jobs("StopUnit", installed, timeout), strict=True)) if installed else {}
+        return [stopped.get(n, states[n]) for n in names]
 
     def restart(self, name: str, timeout: float = 90) -> UnitState:
-        return self._run_job("RestartUnit", name, timeout)
+        return self._run_jobs("RestartUnit", [name], timeout)[0]
 
     def reset_failed(self, name: str) -> None:
         """Clear a failed state and the start-rate counter: StartLimitBurst guards against crash loops,

@@ -42,6 +42,11 @@ class Layout:
         return self.state_dir / "backups"
 
     @property
+    def trash(self) -> Path:
+        """Discarded releases, deleted in the background (fs.discard)."""
+        return self.state_dir / "trash"
+
+    @property
     def journal(self) -> Path:
         return self.state_dir / "journal.jsonl"
 

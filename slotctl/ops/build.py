@@ -24,7 +24,7 @@ from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
 from ..core import lockfile, parity
-from ..core.layout import other
+from ..core.layout import Layout, other
 from ..core.manifest import Manifest
 from ..errors import BuildError, InputError
 from ..inventory import SHA_RE
@@ -52,12 +52,16 @@ def _aside(slot_dir: Path) -> Path:
     return slot_dir.with_name(f".{slot_dir.name}.previous")
 
 
+def _trash(slot_dir: Path) -> Path:
+    return Layout(slot_dir.parent.parent).trash  # slot_dir is <root>/slots/<name>
+
+
 def put_back(slot_dir: Path) -> bool:
     """The slot's previous release back in place of a build nobody switched to; False when none was kept."""
     aside = _aside(slot_dir)
     if not aside.exists():
         return False
-    fs.discard(slot_dir)
+    fs.discard(slot_dir, _trash(slot_dir))
     os.rename(aside, slot_dir)
     fs.fsync_dir(slot_dir.parent)
     return True
@@ -68,7 +72,7 @@ def drop_previous(slot_dir: Path) -> bool:
     aside = _aside(slot_dir)
     if not aside.exists():
         return False
-    fs.discard(aside)
+    fs.discard(aside, _trash(slot_dir))
     return True
 
 
@@ -94,7 +98,7 @@ def _replacing(slot_dir: Path, keep_previous: bool) -> Iterator[None]:
     except BaseException:
         if not put_back(slot_dir):
             with contextlib.suppress(OSError):
-                fs.discard(slot_dir)
+                fs.discard(slot_dir, _trash(slot_dir))
         raise
     if not keep_previous:
         drop_previous(slot_dir)
@@ -184,17 +188,14 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
         raise BuildError(f"building slot {p.slot} failed, nothing switched: {e.strerror or e}{where}") from None
 
 
-def _donors(ctx: HostContext, p: Plan, slot_dir: Path) -> list[tuple[str, Path, str]]:
-    """The venvs a code-only build may reuse: releases proven good, built from the same lockfile bytes. The active
-    slot first, then the release this build replaces (it will lie aside, still whole). Read before anything is
-    written; each is (slot, where its venv will be during the build, its commit)."""
+def _reuse_venv(ctx: HostContext, p: Plan, slot_dir: Path) -> str:
+    """A code-only deploy: reuse the venv of a release proven good, built from the same lockfile bytes. The active
+    slot first, then the release this build replaces (set aside, still whole). Returns what was reused, or ""."""
     from ..core.manifest import ManifestProblem, parse
 
     digest = hashlib.sha256(p.lock_bytes).hexdigest()
-    found = []
-    candidates = ([(p.active, ctx.layout.slot(p.active), ctx.layout.slot(p.active))] if p.active else []) + \
-        [(p.slot, slot_dir, _aside(slot_dir))]
-    for name, d, during in candidates:
+    donors = ([(p.active, ctx.layout.slot(p.active))] if p.active else []) + [(p.slot, _aside(slot_dir))]
+    for name, d in donors:
         try:
             m = parse((d / "slot.json").read_text())
         except (OSError, ManifestProblem):
@@ -204,17 +205,9 @@ def _donors(ctx: HostContext, p: Plan, slot_dir: Path) -> list[tuple[str, Path, 
         if venvmod.distributions(d / "venv") != m.distributions:  # changed by hand since its build: not a copy to make
             ctx.say(f"  slot {name}'s venv differs from what its build installed: not reusing it")
             continue
-        found.append((name, during / "venv", m.commit))
-    return found
-
-
-def _reuse_venv(ctx: HostContext, donors: list[tuple[str, Path, str]], slot_dir: Path) -> str:
-    """A code-only deploy: the first donor whose interpreter is the one uv would pick now. Returns what was reused,
-    or ""."""
-    for name, venv, commit in donors:
-        with ctx.progress(f"linking the venv of slot {name} ({commit[:12]}): same lockfile"):
-            if venvmod.reuse(venv, slot_dir / "venv", ctx.host.python):
-                return f"slot {name} ({commit[:12]})"
+        with ctx.progress(f"linking the venv of slot {name} ({m.commit[:12]}): same lockfile"):
+            if venvmod.reuse(d / "venv", slot_dir / "venv", ctx.host.python):
+                return f"slot {name} ({m.commit[:12]})"
         shutil.rmtree(slot_dir / "venv", ignore_errors=True)
     return ""
 
@@ -223,12 +216,10 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
     t0 = time.monotonic()
     host, layout = ctx.host, ctx.layout
     commit_obj = p.source.resolve(p.commit)
-    slot_dir = layout.slot(p.slot)
-    donors = _donors(ctx, p, slot_dir) if reuse_venv else []
-    if not donors:  # a reused venv installs nothing from the wheelhouse: its files need no check then
-        venvmod.verify_local_files(host.index, p.pins)
+    venvmod.verify_local_files(host.index, p.pins)
     ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})")
     ownership.prepare_root(host)
+    slot_dir = layout.slot(p.slot)
     with _replacing(slot_dir, keep_previous):
         slot_dir.mkdir()
         p.source.export(commit_obj, slot_dir / "src")
@@ -236,10 +227,8 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
         lock_path = slot_dir / "requirements.lock"
         fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()
-        venv_from = _reuse_venv(ctx, donors, slot_dir)
+        venv_from = _reuse_venv(ctx, p, slot_dir) if reuse_venv else ""
         if not venv_from:
-            if donors:  # none was usable after all (another interpreter): the wheels are installed, so checked now
-                venvmod.verify_local_files(host.index, p.pins)
             with ctx.progress(f"building the venv of slot {p.slot} with uv"):
                 venvmod.build(slot_dir / "venv", host.python, lock_path, host.index, runs_as=layout.current / "venv")
         # A reused venv passes the same checks as a fresh one: what is installed is what the lockfile pins.

@@ -156,6 +156,27 @@ class HostContext:
 
         return state.read(self.host)
 
+    def await_heartbeat(self, seconds: float) -> None:
+        """Sleep up to seconds, ending early when a heartbeat file changes: the gate's poll then sees a drain
+        acknowledged when the bot writes it, not up to a poll interval later. Other sources just sleep."""
+        if self.host.health.heartbeat.source != "file":
+            time.sleep(seconds)
+            return
+        path = self.host.path(self.host.health.heartbeat_file)
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None
+            return st.st_ino, st.st_mtime_ns  # a bot that writes atomically makes a new inode each time
+
+        first, deadline = stamp(), time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            if stamp() != first:
+                return
+
     def heartbeat(self) -> tuple[Heartbeat | None, str | None]:
         """(heartbeat, problem) from health.heartbeat's source; (None, None): none yet."""
         source = self.host.health.heartbeat.source

@@ -85,7 +85,7 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
         if reason != last_reason or elapsed - last_said >= 5:
             ctx.say(f"  quiesce: waiting ({q.policy}): {reason}; {timeout - elapsed:.0f}s left")
             last_said, last_reason = elapsed, reason
-        time.sleep(0.2)
+        ctx.await_heartbeat(0.2)
 
 
 def quiesce(ctx: HostContext, deploy_id: str, timeout: float | None = None) -> GateResult:

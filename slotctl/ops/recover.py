@@ -98,7 +98,7 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
     for tmp in layout.backups.glob(".tmp-*") if layout.backups.is_dir() else ():
         shutil.rmtree(tmp, ignore_errors=True)
         actions.append(f"removed an unfinished snapshot {tmp.name}")
-    fs.empty_trash(layout.slots / fs.TRASH)  # a discarded release whose deletion was cut short: in the background
+    fs.empty_trash(layout.trash)  # a discarded release whose deletion was cut short: in the background
 
 
 class _Settle:
@@ -216,8 +216,7 @@ class _Settle:
         return None
 
     def _stop_all(self) -> None:
-        for unit in reversed(self.ctx.known_units()):
-            self.ctx.systemd.stop(unit)
+        self.ctx.systemd.stop_all(list(reversed(self.ctx.known_units())))
 
     def _no_release(self) -> None:
         """Interrupted before the first release was switched to: the host goes back to running nothing."""

@@ -36,8 +36,7 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
     sd = ctx.systemd
     with ctx.step("stop"):
         # Every unit any release here installed, not only today's names: blue and green never run at once.
-        for unit in reversed(ctx.known_units()):
-            sd.stop(unit)
+        sd.stop_all(list(reversed(ctx.known_units())))
     with ctx.step("flip", slot=slot):
         if slot is None:
             fs.remove_file(ctx.layout.current)
@@ -54,13 +53,14 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
 
 
 def start_units(ctx: HostContext, slot: str) -> None:
-    """Start the slot's units, the bot first; a unit already running is left as it is."""
+    """Start the slot's units side by side, the bot's job queued first; a unit already running is left as it is."""
     manifest, _ = ctx.manifest(slot)
     present = set(manifest.units) if manifest else {ctx.host.service}
-    for unit in ctx.units:
-        if unit in present and not ctx.systemd.state(unit).alive:
-            ctx.systemd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
-            ctx.systemd.start(unit, timeout=ctx.host.health.start_timeout + 10)
+    starting = [u for u in ctx.units if u in present and not ctx.systemd.state(u).alive]
+    for unit in starting:
+        ctx.systemd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
+    if starting:
+        ctx.systemd.start_all(starting, timeout=ctx.host.health.start_timeout + 10)
 
 
 def mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:

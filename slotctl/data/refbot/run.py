@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -232,6 +233,11 @@ def main() -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # A SIGTERM ends the tick's sleep at once (the signal writes to this pipe, which the select waits on):
+    # a stop takes as long as saving the state, not up to a tick more.
+    woken, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
     tick = 0
     trade_started: float | None = None  # a trade in flight: on the exchange, not yet in the positions file
     traded = False  # start_with_trade: the first trade as soon as the bot may trade (not while drained)
@@ -288,7 +294,8 @@ def main() -> int:
                                      "phase": "trading" if trade_started is not None else "idle",
                                      "open_positions": len(state["open_positions"]),
                                      "release": CONFIG.get("release")})
-        time.sleep(TICK)
+        if not stopping:
+            select.select([woken], [], [], TICK)
     sd_notify("STOPPING=1")
     save_positions(state)
     log(f"stopped on SIGTERM, open positions saved {ids(state)}")
