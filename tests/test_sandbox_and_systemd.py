@@ -158,6 +158,38 @@ def test_stopping_a_unit_that_was_never_installed_is_a_no_op(sandbox):
     assert Systemd(sandbox.bus_address).stop("never-installed.service").load_state == "not-found"
 
 
+def test_alive_agrees_with_the_full_state_for_every_kind_of_unit(sandbox):
+    _write_unit(sandbox, "sleeper.service", "[Service]\nExecStart=/bin/sleep 300\n")
+    _write_unit(sandbox, "once.service", "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+    _write_unit(sandbox, "broken.service", "[Service]\nExecStart=/bin/false\n")
+    _write_unit(sandbox, "tick.timer", "[Timer]\nOnActiveSec=1h\nUnit=sleeper.service\n")
+    sd = Systemd(sandbox.bus_address)
+    sd.daemon_reload()
+    sd.start_all(["sleeper.service", "once.service", "broken.service", "tick.timer"])
+    deadline = time.monotonic() + 5
+    while sd.state("broken.service").active_state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)  # its start job ends at the fork; /bin/false fails a moment later
+    # active/running; active/exited without a process; failed; a timer has no process at all; never installed.
+    names = ["sleeper.service", "once.service", "broken.service", "tick.timer", "never-installed.service"]
+    assert [sd.alive(n) for n in names] == [sd.state(n).alive for n in names] == [True, False, False, False, False]
+    sd.stop_all(["sleeper.service", "tick.timer"])
+    assert not sd.alive("sleeper.service") and not sd.state("sleeper.service").alive
+
+
+def test_reset_failed_clears_a_failed_unit_and_ignores_one_never_loaded(sandbox):
+    _write_unit(sandbox, "broken.service", "[Service]\nExecStart=/bin/false\n")
+    sd = Systemd(sandbox.bus_address)
+    sd.daemon_reload()
+    deadline = time.monotonic() + 5
+    sd.start("broken.service")
+    while sd.state("broken.service").active_state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sd.state("broken.service").active_state == "failed"
+    sd.reset_failed("broken.service")
+    assert sd.state("broken.service").active_state == "inactive"
+    sd.reset_failed("never-installed.service")  # nothing to clear, and not an error
+
+
 def test_an_unreachable_bus_is_a_clear_error(tmp_path):
     with pytest.raises(SystemdError, match="cannot reach systemd on unix:path="):
         Systemd(f"unix:path={tmp_path}/no-such-socket")

@@ -121,6 +121,18 @@ class Systemd:
 
         return self._call(f"read state of {name}", read)
 
+    def alive(self, name: str) -> bool:
+        """UnitState.alive in as few calls as can tell: the switch asks it between the stop and the bot's start,
+        where each call to systemd is part of the bot's downtime."""
+        def read() -> bool:
+            path = self._manager("LoadUnit", "s", name, reply="o")[0]
+            active = self._props(path, _UNIT_IFACE, ("ActiveState",))["ActiveState"]
+            if active in ("inactive", "failed") or not name.endswith(".service"):
+                return False  # a unit never installed is inactive too
+            return int(self._props(path, _SERVICE_IFACE, ("MainPID",))["MainPID"]) > 0
+
+        return self._call(f"read state of {name}", read)
+
     def settings(self, name: str) -> dict:
         """How systemd parsed the unit: its load state, ExecStart argv, WorkingDirectory, Environment, User."""
 
@@ -187,9 +199,9 @@ class Systemd:
     def reset_failed(self, name: str) -> None:
         """Clear a failed state and the start-rate counter: StartLimitBurst guards against crash loops,
         not against an operator's deploys in quick succession."""
-        def reset() -> None:
-            path, unit = self._unit(name)  # LoadUnit: an inactive unit may have been unloaded meanwhile
-            if unit["LoadState"] == "loaded":
-                self._invoke(path, _UNIT_IFACE, "ResetFailed", "", (), "")
-
-        self._call(f"reset-failed {name}", reset)
+        try:
+            self._manager("ResetFailedUnit", "s", name)
+        except self._glib.Error as e:
+            # Not loaded (never installed, or unloaded while inactive): it has no failed state or counter to clear.
+            if "org.freedesktop.systemd1.NoSuchUnit" not in str(e):
+                raise SystemdError(f"systemd: reset-failed {name}: {_gerror_text(e)}") from None

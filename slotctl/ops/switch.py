@@ -53,14 +53,17 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
 
 
 def start_units(ctx: HostContext, slot: str) -> None:
-    """Start the slot's units side by side, the bot's job queued first; a unit already running is left as it is."""
+    """Start the slot's units, the bot first and alone, then the others side by side; a unit already running is
+    left as it is. The bot's cold start is the downtime: nothing else is asked of systemd before its start job."""
     manifest, _ = ctx.manifest(slot)
     present = set(manifest.units) if manifest else {ctx.host.service}
-    starting = [u for u in ctx.units if u in present and not ctx.systemd.state(u).alive]
-    for unit in starting:
-        ctx.systemd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
-    if starting:
-        ctx.systemd.start_all(starting, timeout=ctx.host.health.start_timeout + 10)
+    sd = ctx.systemd
+    for group in ([ctx.host.service], [u for u in ctx.units if u != ctx.host.service]):
+        starting = [u for u in group if u in present and not sd.alive(u)]
+        for unit in starting:
+            sd.reset_failed(unit)  # a unit that hit its start limit before would refuse to start
+        if starting:
+            sd.start_all(starting, timeout=ctx.host.health.start_timeout + 10)
 
 
 def mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:
