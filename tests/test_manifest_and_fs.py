@@ -118,3 +118,11 @@ def test_a_discard_that_cannot_use_its_trash_deletes_the_tree_before_returning(t
 def test_discarding_nothing_is_not_an_error(tmp_path):
     fs.discard(tmp_path / "never-built", tmp_path / "trash")
     assert os.listdir(tmp_path) == []
+
+
+def test_without_setsid_to_start_the_detached_rm_the_trash_is_emptied_before_returning(tmp_path, monkeypatch):
+    trash = tmp_path / ".slotctl" / "trash"
+    trash.parent.mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    fs.discard(_tree(tmp_path / "slots" / "blue", files=20), trash)
+    assert not (tmp_path / "slots" / "blue").exists() and list(trash.iterdir()) == []
