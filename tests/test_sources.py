@@ -169,12 +169,18 @@ def test_a_locked_database_is_locked_never_empty(tmp_path):
         holder.close()
 
 
+def wal_database(path, script: str) -> sqlite3.Connection:
+    """A database in WAL mode, as bots keep them, with script run; still open."""
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(script)
+    return con
+
+
 def test_reading_a_wal_database_nobody_holds_leaves_no_wal_or_shm_behind(tmp_path):
     host = sqlite_host(tmp_path)
     db = host.root / "shared/data/t.sqlite"
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript("CREATE TABLE trades (id TEXT, is_open INTEGER); INSERT INTO trades VALUES ('a', 1);")
+    con = wal_database(db, "CREATE TABLE trades (id TEXT, is_open INTEGER); INSERT INTO trades VALUES ('a', 1);")
     con.close()  # the last connection: SQLite checkpoints and deletes the -wal
     assert state.read(host).ids == ("a",)
     assert sorted(p.name for p in db.parent.iterdir()) == ["t.sqlite"]
@@ -342,9 +348,7 @@ def test_a_restore_removes_the_live_databases_stale_wal_and_shm_and_the_copy_rea
 
     host = host_with(tmp_path)
     db = host.root / "shared/data/trades.sqlite"
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+    con = wal_database(db, "CREATE TABLE t (x); INSERT INTO t VALUES (1);")
     snap = backups.take(host, tmp_path / "backups", "s", good=True, reason="", extra={})
     con.execute("INSERT INTO t VALUES (2)")
     con.commit()
