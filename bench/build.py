@@ -49,8 +49,13 @@ def wheelhouse() -> tuple[Path, str]:
         subprocess.run([UV, "pip", "compile", "--no-config", "-q", "--python-version", "3.11",
                         str(HERE / "trading-bot.in"), "-o", str(pins)], check=True)
     if not wheels.is_dir() or not any(wheels.iterdir()):
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "-d", str(wheels), "-r", str(pins)], check=True)
+        # uv has no `download`, and the venv uv made for slotctl has no pip: pip in a venv of its own, seeded by uv,
+        # on the Python the pins were compiled for (its wheels' tags are what it downloads).
+        pip_venv = CACHE / "pip-venv"
+        subprocess.run([UV, "venv", "-q", "--no-config", "--seed", "--allow-existing", "--python", "python3.11",
+                        str(pip_venv)], check=True)
+        subprocess.run([str(pip_venv / "bin" / "python"), "-m", "pip", "download", "-q", "--no-deps",
+                        "--only-binary=:all:", "-d", str(wheels), "-r", str(pins)], check=True)
     files = {}
     for f in wheels.glob("*.whl"):
         name, version = f.name.split("-")[:2]

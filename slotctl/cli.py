@@ -93,6 +93,10 @@ def command(name: str) -> Callable:
                 # Not a user's mistake but the host's (a full disk, a permission, a vanished file): one line, and
                 # the host needs a look. Mutating commands turn these into their own errors before this point.
                 where = f": {e.filename}" if e.filename else ""
+                if isinstance(e, PermissionError) and os.geteuid() != 0:
+                    # A reading command (status, history, verify) by another user: what it needs is root, not a page.
+                    print(f"slotctl {name}: error: {e.strerror or e}{where}: run as root", file=sys.stderr)
+                    raise typer.Exit(BAD_INPUT) from None
                 print(f"slotctl {name}: error: {e.strerror or e}{where} (see `slotctl status`; -v shows more)", file=sys.stderr)
                 opts = ctx.obj or Opts()
                 if opts.verbose:
@@ -137,6 +141,14 @@ def _local_only(contexts, what: str) -> None:
     remote = [c.host.name for c in contexts if c.host.ssh]
     if remote:
         raise InputError(f"{what} runs on this machine only; host {remote[0]} is reached over ssh: run it there")
+
+
+def _require_root(contexts, command: str) -> None:
+    """A command that changes this machine's hosts, run as another user: exit 2 with "run as root", nothing written."""
+    if os.geteuid() != 0:
+        from .ops.preflight import require_root
+
+        require_root(contexts, command)
 
 
 def _textfile_dir(path: Path, what: str) -> None:
@@ -262,6 +274,7 @@ def build(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="F
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, "build")
+    _require_root(contexts, "build")
     plans = {c.host.name: plan(c, commit) for c in contexts}  # bad input is refused before anything is written
     results = {}
     for c in contexts:
@@ -303,11 +316,13 @@ def deploy(
     from .ops import hold as holds
     from .ops.build import plan
     from .ops.deploy import deploy as do_deploy
+    from .ops.deploy import refuse_drift
     from .ops.session import exclusive
-    from .render import envelope, outcome_text, plan_text
+    from .render import outcome_text
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _require_root(contexts, "deploy")  # the dry-run too: it says what the deploy would, and that is this
     _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
@@ -316,16 +331,15 @@ def deploy(
                                       wait_lock=wait_lock, serial=serial, max_fail=max_fail,
                                       confirm=functools.partial(_confirm, yes), rebuild_venv=rebuild_venv)
         return _print_rows("deploy", result.table(), opts, result.stopped)
-    if not dry_run:
-        for c in contexts:
-            holds.refuse(c, "deploy")  # before the plan and the lock: a refused deploy writes nothing
-    plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
     if dry_run:
-        if opts.json:
-            print(envelope("deploy", OK, {n: p.to_dict() | {"dry_run": True} for n, p in plans.items()}))
-        else:
-            ui.out("\n".join(plan_text(p) for p in plans.values()))
-        return OK
+        return _dry_run(opts, contexts, commit, allow_drift, wait_lock)
+    for c in contexts:
+        holds.refuse(c, "deploy")  # before the plan and the lock: a refused deploy writes nothing
+    plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
+    # Drift is known from git before the build: refused before the lock, with nothing written.
+    refused = [o for c in contexts if (o := refuse_drift(c, plans[c.host.name], allow_drift)) is not None]
+    if refused:
+        return _emit(opts, "deploy", BAD_INPUT, {o.host: o for o in refused}, "\n".join(outcome_text(o) for o in refused))
     _confirm(yes, "deploy " + ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items()) + "?")
     outcomes = []
     for c in contexts:
@@ -334,6 +348,40 @@ def deploy(
                                       quiesce_timeout=quiesce_timeout, reuse_venv=not rebuild_venv))
     code = worst([o.exit_code for o in outcomes])
     return _emit(opts, "deploy", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
+
+
+def _dry_run(opts: Opts, contexts, commit: str | None, allow_drift: bool, wait_lock: float) -> int:
+    """Every check the deploy makes before its quiesce gate, in its order, writing nothing; the plan, the verdict,
+    and the exit code the deploy would have had there (0: it would go on to drain, switch and probe)."""
+    from .ops import hold as holds
+    from .ops.build import plan
+    from .ops.preflight import Verdict, verdict
+    from .render import envelope, plan_text
+
+    docs, texts, codes = {}, [], []
+    for c in contexts:
+        try:
+            holds.refuse(c, "deploy")  # the deploy's first refusal; the dry-run goes on to show the plan
+            held = None
+        except SlotctlError as e:
+            held = e
+        try:
+            p = plan(c, commit)
+        except SlotctlError:
+            if held is not None:
+                raise held from None
+            raise
+        v = Verdict(held.exit_code, held.message) if held is not None else \
+            verdict(c, p, allow_drift=allow_drift, wait_lock=wait_lock)
+        docs[c.host.name] = p.to_dict() | {"dry_run": True, "verdict": v.to_dict()}
+        texts.append(plan_text(p) + "\n" + v.text())
+        codes.append(v.exit_code)
+    code = worst(codes)
+    if opts.json:
+        print(envelope("deploy", code, docs))
+    else:
+        ui.out("\n".join(texts))
+    return code
 
 
 @app.command()
@@ -393,6 +441,7 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _require_root(contexts, "rollback")
     _check_notify(contexts)
     if _is_fleet(contexts):
         from .ops import fleet
@@ -438,6 +487,7 @@ def hold(ctx: typer.Context,
     reason, until = holds.checked(reason, until)
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _require_root(contexts, "hold")
     if _is_fleet(contexts):  # an ssh host holds itself: its own slotctl writes its own hold file
         return _hold_rows("hold", contexts, opts, ["--reason", reason, *(["--until", until] if until else [])],
                           lambda c: f"deploys {describe(holds.hold(c, reason, until))}")
@@ -481,6 +531,7 @@ def unhold(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
+    _require_root(contexts, "unhold")
     if _is_fleet(contexts):
         def local(c) -> str:
             r = holds.unhold(c)
@@ -496,7 +547,9 @@ def unhold(ctx: typer.Context, inventory: InventoryOpt = None, host: HostOpt = N
 @app.command()
 @command("recover")
 def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: InventoryOpt = None, host: HostOpt = None,
-            all_: AllOpt = None, json_: JsonOpt = None) -> int:
+            all_: AllOpt = None, json_: JsonOpt = None,
+            boot: Annotated[bool, typer.Option("--boot", help="What the boot recovery unit runs before the bot starts: "
+                                               "settle files only, never start or probe; refused while a bot runs.")] = False) -> int:
     """Finish or undo a deploy that slotctl did not live to finish (kill -9, lost SSH session, power loss).
 
     Runs by itself before every deploy, rollback and build; this runs it alone and says what it did.
@@ -504,6 +557,7 @@ def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: Inventory
 
     Example: slotctl recover --json
     """
+    from .ops.recover import at_boot
     from .ops.recover import recover as do_recover
     from .ops.session import exclusive
     from .render import envelope
@@ -511,11 +565,12 @@ def recover(ctx: typer.Context, wait_lock: WaitLockOpt = 0, inventory: Inventory
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, "recover")
+    _require_root(contexts, "recover")
     _check_notify(contexts)
     results = []
     for c in contexts:
         with exclusive(c, wait_lock, auto_recover=False):
-            results.append(do_recover(c))
+            results.append(at_boot(c) if boot else do_recover(c))
     code = worst([r.exit_code for r in results])
     if opts.json:
         print(envelope("recover", code, {r.host: r for r in results}))
@@ -612,6 +667,7 @@ def _audit_contexts(ctx: typer.Context, inventory, host, all_, json_, what: str)
     opts = ctx.obj.merge(inventory, host, all_, json_)
     contexts = _contexts(opts)
     _local_only(contexts, f"audit {what}")
+    _require_root(contexts, f"audit {what}")  # install and remove change unit_dir; a round writes the audit's records
     return opts, contexts
 
 

@@ -78,8 +78,11 @@ SHORT_LINKS = Path("/run/slotctl-sandbox")
 class Sandbox:
     """start() boots, stop() leaves no process, mount or cgroup behind; also a context manager."""
 
-    def __init__(self, directory: Path | str, *, tie_to_parent: bool = True) -> None:
+    def __init__(self, directory: Path | str, *, tie_to_parent: bool = True, target: str = "sandbox.target") -> None:
         self.dir = Path(directory).resolve()
+        # What systemd boots: sandbox.target is the bus and the journal only; "multi-user.target" boots as a host
+        # does, starting every unit enabled in the unit path (a reboot test).
+        self.target = target
         self.shared = self.dir / "shared"
         self.units = self.shared / "units"
         # tie_to_parent: the sandbox dies with the process that started it (tests, the demo).
@@ -143,7 +146,7 @@ class Sandbox:
         console = open(self.dir / "console.log", "wb")
         self._proc = subprocess.Popen(
             ["unshare", "--cgroup", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
-             "--propagation", "private", "--", sys.executable, "-m", "slotctl.sandbox", "inner", str(self.dir)],
+             "--propagation", "private", "--", sys.executable, "-m", "slotctl.sandbox", "inner", str(self.dir), self.target],
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
             preexec_fn=enter_cgroup, start_new_session=True, env=_inner_env(),
         )
@@ -315,7 +318,7 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True)
 
 
-def _inner(sb: Path) -> None:
+def _inner(sb: Path, boot_unit: str) -> None:
     """PID 1 of the new namespaces, still on the host's root: build the overlay root and exec systemd."""
     root, ovl, shared = sb / "root", sb / "ovl", sb / "shared"
     _run("mount", "-t", "tmpfs", "-o", "mode=700", "sdbox", str(ovl))
@@ -376,6 +379,10 @@ def _inner(sb: Path) -> None:
         (etc / dropin / "sandbox.conf").write_text("[Unit]\nDefaultDependencies=no\n")
     (etc / "user@.service.d/sandbox.conf").write_text("[Service]\nEnvironment=XDG_RUNTIME_DIR=/run/user/%i\n")
     (etc / "sandbox.target").write_text("[Unit]\nWants=dbus.socket dbus.service systemd-journald.service\n")
+    wants = etc / "multi-user.target.wants"  # a booted multi-user.target has the bus and the journal too
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "sandbox.target").unlink(missing_ok=True)
+    os.symlink(etc / "sandbox.target", wants / "sandbox.target")
     env = {
         "container": "slotctl-sandbox",
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -385,7 +392,7 @@ def _inner(sb: Path) -> None:
     }
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
     os.execve(setpriv, [setpriv, "--bounding-set", _DROPPED_CAPS, "/lib/systemd/systemd", "--system",
-                        "--unit=sandbox.target", "--show-status=no"], env)
+                        f"--unit={boot_unit}", "--show-status=no"], env)
 
 
 def _mask(path: Path) -> None:
@@ -394,7 +401,7 @@ def _mask(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "inner":
-        _inner(Path(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "inner":
+        _inner(Path(sys.argv[2]), sys.argv[3])
     else:
         sys.exit("usage: python -m slotctl.sandbox inner DIR (use `slotctl sandbox` instead)")

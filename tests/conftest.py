@@ -37,6 +37,7 @@ RELEASES = [
     refbot.Release("loses", fault="lose_positions"),
     refbot.Release("elsewhere", fault="log_elsewhere"),
     refbot.Release("hangs", fault="hang_at_start"),
+    refbot.Release("dashcrash", fault="dashboard_crash"),  # the bot is fine; its dashboard fails at every start
     # For the crash tests: two releases that accumulate open positions and keep them.
     refbot.Release("k1", config={"open_every": 4, "hold_seconds": 100000}),
     refbot.Release("k2", config={"open_every": 4, "hold_seconds": 100000}),
@@ -55,6 +56,10 @@ RELEASES = [
           ("hold", None, {"open_every": 100000, "hold_seconds": 100000}),
           ("bad", "no_heartbeat" if store == "sqlite" else "lose_positions",
            {"open_every": 100000, "hold_seconds": 100000, **({"schema": 2} if store == "sqlite" else {})}))),
+    # For the drain acknowledgement (test_drain_ack.py): a slow bot that echoes no drain id, writes a heartbeat it
+    # computed before reading the flag, and starts a 0.3 s trade whenever the flag was not there: mid-trade half the time.
+    refbot.Release("slowack", config={"tick": 0.05, "slow_ack": 0.3, "open_every": 1, "trade_seconds": 0.3,
+                                      "hold_seconds": 1, "ledger": True}),
 ]
 
 

@@ -96,6 +96,28 @@ def assert_consistent(host, positions_before: set[str], where: str, *, drain: st
     assert status.returncode == (0 if drain is None else 3), f"{where}: {status.stdout}"
 
 
+def inactive_release(host) -> tuple[str, str] | None:
+    """The rollback target as (commit, verdict): the slot trading-bot-current does not name, if complete."""
+    slot = active(host)
+    other = "green" if slot == "slots/blue" else "blue"
+    try:
+        m = manifest(host, other)
+    except FileNotFoundError:
+        return None
+    return m.commit, m.verdict
+
+
+def assert_rollback_target_kept(host, before: tuple[str, str] | None, where: str) -> None:
+    """When the last deploy's candidate never started, the inactive slot holds the release it held before it."""
+    from slotctl.core.history import deploys
+
+    last = deploys(journal_records(host))[-1]
+    to_slot = last.begin.get("to_slot")
+    if before is None or last.ran(to_slot) or active(host) == f"slots/{to_slot}":
+        return  # there was none to keep, the candidate ran, or the host went on to it: the release two back may go
+    assert inactive_release(host) == before, f"{where}: the candidate never started, yet the rollback target is gone"
+
+
 def journal_points(host, *args: str, env: dict | None = None) -> list[str]:
     """Run `slotctl ARGS` to its end and return every journal point it passed, as SLOTCTL_FAULT names them
     ("flip:begin", the second "stop:begin" as "stop:begin#2"), plus the points inside the build and the flip."""

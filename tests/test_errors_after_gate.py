@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import active, assert_consistent, deploy, manifest, open_positions, wait_for
+from helpers import active, assert_consistent, assert_rollback_target_kept, deploy, inactive_release, manifest, open_positions, wait_for
 
 COMMIT_PATH = ["snapshot:begin", "stop:begin", "flip:begin", "start:begin", "probe:begin", "probe:end", "commit:begin"]
 ROLLBACK_PATH = ["rollback:begin", "stop:begin#2", "flip:begin#2", "start:begin#2", "probe:begin#2"]
@@ -19,6 +19,8 @@ BEFORE_THE_NEW_RELEASE_STARTS = ("snapshot:begin", "stop:begin", "flip:begin")
 @pytest.fixture
 def host(host):
     host.reconfigure(health={"window": 1})
+    # k2 first: from the start the inactive slot holds a good release, the rollback target every case must keep.
+    assert deploy(host, "k2").returncode == 0
     assert deploy(host, "k1").returncode == 0
     wait_for(lambda: open_positions(host))
     return host
@@ -43,7 +45,7 @@ def test_an_error_or_signal_at_each_step_after_the_gate_leaves_the_host_settled_
             release = "bad-crash"
         else:
             release = "k2" if before_commit == host.bot_repo.sha["k1"] else "k1"
-        positions = open_positions(host)
+        positions, target = open_positions(host), inactive_release(host)
         proc = host.cli("deploy", "--yes", "--commit", host.bot_repo.sha[release], env={"SLOTCTL_FAULT": f"{point}={action}"})
         where = f"{action} at {point} deploying {release}"
         want = expected_exit(action, point)
@@ -54,5 +56,6 @@ def test_an_error_or_signal_at_each_step_after_the_gate_leaves_the_host_settled_
         now = manifest(host, active(host).split("/")[1]).commit
         assert now == (host.bot_repo.sha[release] if want == 0 else before_commit), f"{where}: exit {want} but runs {now}"
         assert_consistent(host, positions, where)
+        assert_rollback_target_kept(host, target, where)
         cases += 1
     record_property("covered", f"error injection: {action} at {cases} points after the gate, each settled, exit code true")

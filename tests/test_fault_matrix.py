@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import active, assert_consistent, deploy, journal_points, manifest, open_positions, wait_for
+from helpers import (
+    active,
+    assert_consistent,
+    assert_rollback_target_kept,
+    deploy,
+    inactive_release,
+    journal_points,
+    manifest,
+    open_positions,
+    wait_for,
+)
 
 BAD_KINDS = ["crash", "loses", "silent", "ignores", "hangs"]
 
@@ -15,18 +25,21 @@ def host(host):
     # A release that hangs at start is given up on after 3 s (TimeoutStartSec), not 90; a 1 s window keeps the
     # matrix's hundred-odd deploys and recoveries within the suite's time.
     host.reconfigure(health={"start_timeout": 3, "window": 1})
+    # k2 first: from the start the inactive slot holds a good release, the rollback target a kill must not cost.
+    assert deploy(host, "k2").returncode == 0
     assert deploy(host, "k1").returncode == 0
     wait_for(lambda: open_positions(host))  # a bad release has positions to lose
     return host
 
 
 def kill_then_recover(host, args: list[str], point: str, what: str) -> None:
-    positions = open_positions(host)
+    positions, target = open_positions(host), inactive_release(host)
     killed = host.cli(*args, env={"SLOTCTL_KILL_AT": point})
     assert killed.returncode == -9, f"{what} at {point}: never reached ({killed.returncode}): {killed.stderr[-500:]}"
     rec = host.cli("recover", "--json")
     assert rec.returncode in (0, 1), f"{what} at {point}: {rec.stdout} {rec.stderr}"
     assert_consistent(host, positions, f"{what}, killed at {point}")
+    assert_rollback_target_kept(host, target, f"{what}, killed at {point}")
 
 
 def report(record_property, what: str, points: list[str]) -> None:

@@ -221,7 +221,9 @@ def test_a_corrupt_config_file_stops_the_deploy(host):
     assert deploy(host, "v1").returncode == 0
     proc = deploy(host, "corrupt")
     assert proc.returncode == 2
-    assert "config live_config.json: slot green: not valid JSON" in envelope(proc)["hosts"]["local"]["summary"]
+    # Refused before the build: the commit's file, read from git, is the one that does not parse.
+    sha = host.bot_repo.sha["corrupt"][:12]
+    assert f"config live_config.json: commit {sha}: not valid JSON" in envelope(proc)["hosts"]["local"]["summary"]
     assert active(host) == "slots/blue"
 
 
@@ -237,7 +239,7 @@ def test_dry_run_says_a_secret_config_key_changed_and_never_shows_its_value(host
     """The plan, in JSON and as text, names api_secret but holds no value of it."""
     assert deploy(host, "v1").returncode == 0
     proc = host.cli("deploy", "--dry-run", "--json", "--commit", host.bot_repo.sha["secret"])
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # the deploy would refuse the new key: the dry-run says so
     (f,) = [f for f in envelope(proc)["hosts"]["local"]["config_diff"] if f["subject"] == "live_config.json:api_secret"]
     assert (f["expected"], f["actual"]) == ("(missing)", "(secret)") and f["detail"].startswith("changed: ")
     text = host.cli("deploy", "--dry-run", "--commit", host.bot_repo.sha["secret"])
@@ -249,7 +251,7 @@ def test_dry_run_says_a_secret_config_key_changed_and_never_shows_its_value(host
 def test_dry_run_shows_the_dependency_and_config_diff(host):
     assert deploy(host, "v1").returncode == 0
     proc = host.cli("deploy", "--dry-run", "--commit", host.bot_repo.sha["eth"])
-    assert proc.returncode == 0
+    assert proc.returncode == 2  # symbol may not differ: the deploy would exit 2, and so does its dry-run
     assert "config live_config.json:symbol: 'BTC-PERP' in active slot blue, 'ETH-PERP' in commit" in proc.stdout
     proc = host.cli("deploy", "--dry-run", "--json", "--commit", host.bot_repo.sha["v2"])
     plan = envelope(proc)["hosts"]["local"]

@@ -41,8 +41,9 @@ def hb(phase="idle", n=0, ts=100.0) -> Heartbeat:
 
 
 def obs(positions=Positions("ok", ()), heartbeat=None, running=True, drain_since=50.0) -> GateObservation:
+    # Two heartbeats since the request: the acknowledgement's own rules are in test_drain_ack.py.
     return GateObservation(now=101.0, bot_running=running, heartbeat=heartbeat or hb(), positions=positions,
-                           drain_since=drain_since)
+                           drain_since=drain_since, heartbeats_since=2)
 
 
 @pytest.mark.parametrize("observation, last_good, reason", [
@@ -50,7 +51,7 @@ def obs(positions=Positions("ok", ()), heartbeat=None, running=True, drain_since
     (obs(Positions("invalid", detail="x")), None, "not the bot's format"),
     (obs(Positions("empty", detail="{}")), 2, "empty ({}), but the last snapshot had 2 open"),
     (obs(Positions("empty", detail="zero bytes"), heartbeat=hb(n=1)), None, "but the bot reports 1 open"),
-    (obs(Positions("missing")), 0, "missing, but the last snapshot had 0 open"),
+    (obs(Positions("missing")), 2, "missing, but the last snapshot had 2 open"),
     (obs(Positions("missing"), heartbeat=hb(n=3)), None, "missing, but the bot reports 3 open"),
 ])
 def test_state_that_may_have_silently_emptied_is_suspicious(observation, last_good, reason):
@@ -61,6 +62,7 @@ def test_state_that_may_have_silently_emptied_is_suspicious(observation, last_go
     (obs(Positions("ok", ("p1",)), heartbeat=hb(n=1)), 1),
     (obs(Positions("empty", detail="{}")), 0),  # nothing was open before either
     (obs(Positions("missing")), None),  # a bot that has never written positions
+    (obs(Positions("missing")), 0),  # a first release that crashed before writing it: nothing was open to lose
     (obs(Positions("locked")), 5),  # locked is a reason to wait, never to conclude
 ])
 def test_ordinary_state_is_not_suspicious(observation, last_good):

@@ -96,7 +96,7 @@ def test_credentials_are_one_line_user_colon_password(text, ok):
 
 def gate_obs(p: Positions, running: bool = True, phase: str | None = "idle", phases: bool = True) -> GateObservation:
     return GateObservation(now=101.0, bot_running=running, heartbeat=Heartbeat(100.0, 4, phase, 0), positions=p,
-                           drain_since=50.0, phases=phases)
+                           drain_since=50.0, phases=phases, heartbeats_since=2)
 
 
 @pytest.mark.parametrize("policy", ["flat", "recorded"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ class Drain:
         self.flag: Path = host.path(host.quiesce.drain_file)
         self.sent = False  # the drain command or URL was called for this deploy
         self._ours = False  # the flag is this deploy's (request() wrote it)
+        self.id: str | None = None  # this request's id, in our flag; a fresh one per request (renew())
+        self._deploy, self._since = "", 0.0
 
     def active(self) -> dict | None:
         """The flag's record when the bot is drained, else None."""
@@ -52,13 +55,26 @@ class Drain:
         """
         since = time.time()
         self._ours = self.active() is None
-        if self._ours:
-            ownership.bot_dir(self.host, self.flag.parent)
-            fs.atomic_write_json(self.flag, {"since": since, "by": who(), "deploy": deploy_id}, 0o644)  # the bot reads it
+        self._deploy, self._since = deploy_id, since
+        self.renew()
         self.sent = False
         if bot_running:
             self.send_pending()
         return since
+
+    def renew(self) -> float:
+        """A new request id in our flag (a deferred drain call is a new request); returns when it was made.
+
+        The id is what a bot may echo in its heartbeat ("drain"): only a heartbeat it computed after reading
+        this flag can carry it. An operator's flag is never rewritten: there is no id to echo then (self.id None).
+        """
+        made = time.time()
+        self.id = secrets.token_hex(8) if self._ours else None
+        if self._ours:
+            ownership.bot_dir(self.host, self.flag.parent)
+            fs.atomic_write_json(self.flag, {"since": self._since, "by": who(), "deploy": self._deploy, "id": self.id},
+                                 0o644)  # the bot reads it
+        return made
 
     def send_pending(self) -> None:
         """The drain command or URL, if request() deferred it; a failure takes our flag back, as request's does."""
@@ -74,15 +90,19 @@ class Drain:
             raise
         self.sent = True
 
-    def lift(self, deploy_id: str) -> bool:
+    def lift(self, deploy_id: str, *, bot_running: bool = True) -> bool:
         """Lift the drain this deploy set (the undrain call first, then the flag); False when it is not ours.
 
-        The flag goes only once the undrain call succeeded: while it stands, `status` shows the bot drained.
+        The undrain command or URL goes only to a running bot: with none, removing the flag is enough (a bot
+        drained over its API forgets it when it stops; one that reads the flag starts undrained), and a call to
+        a bot that is not there (freqtrade's /start on a first deploy that crashed) could only fail. Otherwise
+        the flag goes only once the undrain call succeeded: while it stands, `status` shows the bot drained.
         """
         rec = self.active()
         if rec is not None and rec.get("deploy") != deploy_id:
             return False
-        self._call(self.q.undrain_command, self.q.undrain_url, "undrain")
+        if bot_running:
+            self._call(self.q.undrain_command, self.q.undrain_url, "undrain")
         fs.remove_file(self.flag)
         return True
 

@@ -93,6 +93,11 @@ class Systemd:
         props = self._call("read SystemState", self._props, _MANAGER_PATH, _MANAGER_IFACE, ("SystemState",))
         return str(props["SystemState"])
 
+    def unit_path(self) -> list[str]:
+        """The directories this systemd reads unit files from (the Manager's UnitPath), in its order."""
+        props = self._call("read UnitPath", self._props, _MANAGER_PATH, _MANAGER_IFACE, ("UnitPath",))
+        return [str(p) for p in props["UnitPath"]]
+
     def daemon_reload(self) -> None:
         # Reload returns once the manager has re-read all unit files.
         self._call("daemon-reload", self._manager, "Reload")
@@ -176,6 +181,17 @@ class Systemd:
                 raise SystemdError(f"systemd: {verb}: job still running after {timeout:g}s: {late}")
             time.sleep(0.01)
         return [self.state(name) for name in names]
+
+    def queue(self, verb: str, names: list[str]) -> None:
+        """Queue a StartUnit or StopUnit job for each unit and return at once: from a unit that others are ordered
+        after (the boot recovery), waiting for their jobs would wait for itself."""
+        for name in names:
+            try:
+                self._manager(verb, "ss", name, "replace", reply="o")
+            except self._glib.Error as e:
+                # A unit with no file and no job is not loaded: there is nothing to stop.
+                if not (verb == "StopUnit" and "org.freedesktop.systemd1.NoSuchUnit" in str(e)):
+                    raise SystemdError(f"systemd: {verb} {name}: {_gerror_text(e)}") from None
 
     def start(self, name: str, timeout: float = 90) -> UnitState:
         return self._run_jobs("StartUnit", [name], timeout)[0]

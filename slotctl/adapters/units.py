@@ -9,10 +9,13 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..core.enable import LINK_DIRS, install_dirs, link_changes
 from ..core.layout import Layout
 from ..errors import InputError
 from ..inventory import HostConfig
 from . import fs
+
+LINK_SUFFIXES = tuple(LINK_DIRS.values())
 
 # Package data (pyproject.toml), beside the code: the same path in a checkout and in an installed wheel.
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -127,6 +130,10 @@ def render(host: HostConfig, commit: str) -> dict[str, str]:
         except ValueError as e:
             raise InputError(f"{where}: {e}") from None
         if text.strip():
+            try:
+                install_dirs(unit, text)  # honoured at every switch: refused at render, before anything is built
+            except ValueError as e:
+                raise InputError(f"{where}: {e}") from None
             out[unit] = text
     if host.service not in out:
         raise InputError(f"{templates / host.units[host.service]}: the bot's unit {host.service} rendered empty")
@@ -174,3 +181,50 @@ def install_links(host: HostConfig, units: list[str]) -> None:
         if path.exists() or path.is_symlink():
             raise InputError(f"{path}: a unit file not installed by slotctl is in the way; move it aside first")
         fs.atomic_symlink(path, want)
+
+
+def enabled_dirs(host: HostConfig, units: list[str]) -> dict[str, list[str]]:
+    """unit -> the directories in unit_dir holding slotctl's enabling link to it (one naming unit_dir/<unit>);
+    a link to anything else is another package's or an operator's, and never counted or touched."""
+    found: dict[str, list[str]] = {u: [] for u in units}
+    try:
+        dirs = sorted(d for d in host.unit_dir.iterdir() if d.name.endswith(tuple(LINK_SUFFIXES)) and d.is_dir()
+                      and not d.is_symlink())
+    except FileNotFoundError:
+        return found
+    for d in dirs:
+        for unit in units:
+            link = d / unit
+            if link.is_symlink() and os.readlink(link) == str(host.unit_dir / unit):
+                found[unit].append(d.name)
+    return found
+
+
+def sync_enabled(host: HostConfig, wanted: dict[str, list[str]], known: list[str]) -> bool:
+    """Make the enabling links in unit_dir exactly `wanted`'s among the `known` units; True when any changed.
+
+    Each link is made by rename (atomic) and each removal is of a link slotctl made: a power cut in between
+    leaves some links of one release and some of the other, which boot recovery puts right before the bot starts.
+    """
+    add, remove = link_changes(wanted, enabled_dirs(host, sorted(set(known) | set(wanted))))
+    for d, unit in add:
+        where = host.unit_dir / d
+        where.mkdir(exist_ok=True)
+        link = where / unit
+        if link.exists() or link.is_symlink():
+            raise InputError(f"{link}: a link not made by slotctl is in the way of enabling {unit}; move it aside first")
+        fs.atomic_symlink(link, str(host.unit_dir / unit))
+    for d, unit in remove:
+        fs.remove_file(host.unit_dir / d / unit)
+    return bool(add or remove)
+
+
+def install_targets(host: HostConfig, units_dir: Path, units: list[str]) -> dict[str, list[str]]:
+    """unit -> where its enabling links go, from the rendered unit files of a slot (units_dir)."""
+    out = {}
+    for unit in units:
+        try:
+            out[unit] = install_dirs(unit, (units_dir / unit).read_text())
+        except ValueError as e:
+            raise InputError(f"{units_dir / unit}: {e}") from None
+    return out

@@ -6,10 +6,14 @@ starting the venv's interpreter per package would cost seconds.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -44,8 +48,27 @@ def _index_args(index: IndexConfig) -> list[str]:
     return args
 
 
+def _group_run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, the child in a process group of its own that is killed whole on the way out. On an exception
+    (a SIGINT or SIGTERM during the build) subprocess.run kills only its child: compileall's worker processes and
+    uv's own children would go on writing into a slot that is being put back."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # before the leader is reaped: until then its pid names only this group
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _venv_argv(python: str, venv: Path) -> list[str]:
+    return [uv_bin(), "venv", "--no-config", "--quiet", "--relocatable", "--python", python, "--no-project", str(venv)]
+
+
 def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, env=_uv_env(), capture_output=True, text=True)
+    proc = _group_run(argv, _uv_env())
     if proc.returncode != 0:
         lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         detail = " | ".join(lines[-4:]) if lines else f"exit {proc.returncode}"
@@ -90,8 +113,7 @@ def build(venv: Path, python: str, lockfile: Path, index: IndexConfig, *, runs_a
     runs_as, the path the bot runs it through (trading-bot-current/venv): the same bytes whichever slot built it,
     so a code-only deploy may reuse it (reuse below)."""
     uv = uv_bin()
-    _run([uv, "venv", "--no-config", "--quiet", "--relocatable", "--python", python, "--no-project", str(venv)],
-         f"uv venv --python {python}")
+    _run(_venv_argv(python, venv), f"uv venv --python {python}")
     _run([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes",
           "--python", str(venv / "bin" / "python"), *_index_args(index), str(lockfile)],
          f"installing {lockfile.name} into {venv}")
@@ -109,8 +131,8 @@ def compile_bytecode(python: Path, dirs: list[Path], built_at: Path, runs_as: Pa
     skip them too. The bot's own source must compile (strict)."""
     # Worker processes pay off for a venv's thousands of files; for a bot's few they cost more than they save.
     many = sum(1 for d in dirs for _ in islice(d.rglob("*.py"), _PARALLEL_FROM)) >= _PARALLEL_FROM
-    proc = subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0" if many else "1", "-s", str(built_at),
-                           "-p", str(runs_as), *map(str, dirs)], capture_output=True, text=True)
+    proc = _group_run([str(python), "-m", "compileall", "-q", "-j", "0" if many else "1", "-s", str(built_at),
+                       "-p", str(runs_as), *map(str, dirs)])
     if proc.returncode < 0 or (strict and proc.returncode != 0):
         detail = (proc.stdout + proc.stderr).strip().splitlines()
         raise BuildError(f"compiling {', '.join(map(str, dirs))} failed: {detail[-1] if detail else proc.returncode}")
@@ -134,8 +156,7 @@ def reuse(donor: Path, venv: Path, python: str) -> bool:
 
     The files are hard links: the donor's slot can be rebuilt or deleted (both replace directories, never write
     into a file) without touching this one. uv links from its cache the same way."""
-    _run([uv_bin(), "venv", "--no-config", "--quiet", "--relocatable", "--python", python, "--no-project", str(venv)],
-         f"uv venv --python {python}")
+    _run(_venv_argv(python, venv), f"uv venv --python {python}")
     want = _cfg(venv)
     try:
         have = _cfg(donor)
@@ -144,10 +165,25 @@ def reuse(donor: Path, venv: Path, python: str) -> bool:
     if any(want.get(k) != have.get(k) for k in _SAME_INTERPRETER) or have.get("relocatable") != "true":
         return False
     shutil.rmtree(venv)
-    proc = subprocess.run(["cp", "-a", "--link", str(donor), str(venv)], capture_output=True, text=True)
+    proc = _group_run(["cp", "-a", "--link", str(donor), str(venv)])
     if proc.returncode != 0:
         raise BuildError(f"linking {donor} into {venv} failed: {proc.stderr.strip() or proc.returncode}")
     return True
+
+
+@functools.lru_cache(maxsize=8)
+def interpreter(python: str) -> tuple[str, str]:
+    """(the interpreter a slot's venv/bin/python will link to, its version) for the inventory's `python`: asked of
+    the very `uv venv` command the build runs, on a throwaway venv in the temp dir (never under the root), so the
+    answer is the build's. Raises BuildError when uv finds no such interpreter."""
+    with tempfile.TemporaryDirectory(prefix="slotctl-python-") as tmp:
+        venv = Path(tmp) / "venv"
+        _run(_venv_argv(python, venv), f"uv venv --python {python}")
+        link = venv / "bin" / "python"
+        target = os.readlink(link) if link.is_symlink() else str(link)
+        if not os.path.isabs(target):  # uv links to the base interpreter by its absolute path; anything else, resolved
+            target = os.path.realpath(link)
+        return target, python_version(venv)
 
 
 def python_version(venv: Path) -> str:

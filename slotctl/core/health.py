@@ -12,6 +12,16 @@ class Heartbeat:
     phase: str | None
     open_positions: int | None
     status: str | None = None  # systemd's StatusText, for a Type=notify bot
+    # The drain request id the bot echoes ("drain"): the flag's id it read before computing this heartbeat. "" when
+    # the heartbeat has the field but no id (not drained, or an operator's flag); None: the bot does not echo.
+    drain: str | None = None
+
+
+def echoed_drain(doc: dict) -> str | None:
+    """A heartbeat's "drain" field: the request id it echoes, "" for null or no id, None when it has no such field."""
+    if "drain" not in doc:
+        return None
+    return doc["drain"] if isinstance(doc["drain"], str) else ""
 
 
 # A heartbeat dated later than now by more than this is wrong (milliseconds written as seconds, a clock
@@ -26,6 +36,33 @@ def heartbeat_age_problem(ts: float, now: float, max_age: float) -> str | None:
     if age > max_age:
         return f"heartbeat is {age:.1f}s old, max_age is {max_age:g}s"
     return None
+
+
+@dataclass(frozen=True)
+class UnitSeen:
+    """A unit of the release other than the bot's (a dashboard), as systemd shows it."""
+
+    name: str
+    active_state: str
+    sub_state: str
+    main_pid: int = 0
+    n_restarts: int = 0
+
+
+def unit_problems(seen: UnitSeen, base: UnitSeen | None = None) -> list[str]:
+    """A unit that is not up, or that systemd restarted: since `base` (the switch), or since its start when None.
+    A release's units are long-running: a service must be running (or a oneshot's exited with RemainAfterExit)."""
+    found = []
+    up = seen.active_state == "active" and (not seen.name.endswith(".service") or seen.sub_state in ("running", "exited"))
+    if not up:
+        found.append(f"{seen.name} is {seen.active_state}/{seen.sub_state}, expected active/running")
+    restarts = seen.n_restarts - (base.n_restarts if base else 0)
+    if restarts > 0:
+        found.append(f"systemd restarted {seen.name} {restarts} time(s) since {'the switch' if base else 'it was started'}: "
+                     "it keeps failing")
+    elif base and base.main_pid and seen.main_pid and seen.main_pid != base.main_pid:
+        found.append(f"{seen.name}'s main process changed from pid {base.main_pid} to {seen.main_pid}: the first one died")
+    return found
 
 
 @dataclass(frozen=True)
@@ -47,6 +84,7 @@ class Observation:
     positions_persist: bool = False
     log_mtime: float | None = None  # the dashboard's log file's mtime; None: missing
     external: tuple[str, ...] = ()  # what the HTTP and command probes found wrong
+    units: tuple[UnitSeen, ...] = ()  # the release's other units (a dashboard)
 
 
 @dataclass(frozen=True)
@@ -59,6 +97,7 @@ class Baseline:
     n_restarts: int
     expected_positions: tuple[str, ...] | None = None  # open at the gate; None: not checked
     log_file: str | None = None  # the log the dashboard reads; None: not checked
+    units: tuple[UnitSeen, ...] = ()  # the release's other units right after the start
 
 
 def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -> list[str]:
@@ -95,6 +134,9 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
         state = "missing" if obs.log_mtime is None else "not written since the restart"
         found.append(f"log file {base.log_file} {state}: the dashboard reads it (RISK-013)")
     found += obs.external
+    before = {u.name: u for u in base.units}
+    for seen in obs.units:
+        found += unit_problems(seen, before.get(seen.name))
     return found
 
 

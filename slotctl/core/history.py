@@ -5,6 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import BAD_INPUT, NEEDS_OPERATOR, OK
+
+
+def recovered_end(exit_code: int, active_slot: str | None, to_slot: str | None) -> tuple[str, int]:
+    """(outcome, exit code) of a deploy that recovery finished. 0 means committed to `history` and the metrics, so a
+    deploy that never switched (the host back on, or still on, the release it started from) is not-switched, exit 2,
+    as a deploy stopped before its switch ends; the others keep where the host ended: 0 on the new release, 1 back
+    on the previous one, 6 needing an operator."""
+    if exit_code == NEEDS_OPERATOR:
+        return "needs-operator", exit_code
+    if exit_code == OK and active_slot != to_slot:
+        return "not-switched", BAD_INPUT
+    return "recovered", exit_code
+
 
 @dataclass
 class Deploy:
@@ -36,12 +50,21 @@ class Deploy:
         """This deploy started (or began starting) `slot`'s units: that release may have touched the state."""
         return bool(self._step_records("start", "begin", slot))
 
+    def outcome(self) -> tuple[str, int | None]:
+        """(outcome, exit code) as the end record says, read as recovered_end does: journals written before it
+        recorded a recovered deploy that never switched as exit 0."""
+        end = self.end or {}
+        outcome, code = end.get("outcome", "unfinished"), end.get("exit_code")
+        if outcome == "recovered" and isinstance(code, int) and "active_slot" in end:
+            return recovered_end(code, end.get("active_slot"), self.begin.get("to_slot"))
+        return outcome, code
+
     def to_dict(self) -> dict[str, Any]:
         steps = [f"{s['step']}:{s['phase']}" + ("" if s.get("ok", True) else "!") for s in self.steps]
+        outcome, code = self.outcome()
         return {"id": self.id, "action": self.action, "commit": self.begin.get("commit"), "user": self.begin.get("user"),
                 "ts": self.begin.get("ts"), "from_slot": self.begin.get("from_slot"), "to_slot": self.begin.get("to_slot"),
-                "steps": steps, "outcome": (self.end or {}).get("outcome", "unfinished"),
-                "exit_code": (self.end or {}).get("exit_code"), "summary": (self.end or {}).get("summary")}
+                "steps": steps, "outcome": outcome, "exit_code": code, "summary": (self.end or {}).get("summary")}
 
 
 def deploys(records: list[dict[str, Any]]) -> list[Deploy]:

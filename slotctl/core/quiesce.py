@@ -62,6 +62,9 @@ class GateObservation:
     positions: Positions
     drain_since: float | None = None  # when slotctl asked the bot to drain
     phases: bool = True  # the heartbeat source reports the bot's phase (idle/trading); False: http/systemd without
+    drain_id: str | None = None  # this drain request's id, in the flag; None: the flag is an operator's (no id)
+    # Distinct heartbeats (by ts) dated at or after drain_since that the gate has seen, this one included.
+    heartbeats_since: int = 0
 
 
 def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
@@ -75,8 +78,9 @@ def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
         return f"positions file is torn: {p.detail}"
     if p.state == INVALID:
         return f"positions file is not the bot's format: {p.detail}"
-    if p.state == MISSING and ((last_good_open is not None) or (hb_open or 0) > 0):
-        had = f"the last snapshot had {last_good_open} open" if last_good_open is not None else f"the bot reports {hb_open} open"
+    # Missing over a snapshot of 0 open lost nothing (a first release that crashed before writing it).
+    if p.state == MISSING and ((last_good_open or 0) > 0 or (hb_open or 0) > 0):
+        had = f"the last snapshot had {last_good_open} open" if (last_good_open or 0) > 0 else f"the bot reports {hb_open} open"
         return f"positions file is missing, but {had}"
     if p.state == EMPTY and ((last_good_open or 0) > 0 or (hb_open or 0) > 0):
         had = f"the last snapshot had {last_good_open} open" if (last_good_open or 0) > 0 else f"the bot reports {hb_open} open"
@@ -87,8 +91,8 @@ def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
 def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     """(open, what is still awaited). A bot that is not running has nothing in flight.
 
-    Both policies need the running bot's acknowledgement of the drain: an idle heartbeat written after
-    the drain was requested. flat also needs no open position; recorded, every open one on disk.
+    Both policies need the running bot's acknowledgement of the drain: an idle heartbeat it computed after it
+    saw this drain request (see unacknowledged()). flat also needs no open position; recorded, every open one on disk.
     """
     p, hb = obs.positions, obs.heartbeat
     if p.state == LOCKED:
@@ -116,12 +120,37 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     answered = hb.phase is None and not obs.phases
     if not answered and hb.phase != "idle":
         return False, f"bot is {hb.phase or 'in an unknown phase'}, not idle"
+    if not answered and obs.drain_since is not None:
+        waiting = unacknowledged(obs, hb)
+        if waiting:
+            return False, waiting
     ack = "the bot acknowledged the drain (its drain request answered, alive since)" if answered else "idle"
     if policy == "flat":
         return True, f"flat, and the bot acknowledged the drain ({'drain answered' if answered else 'idle'})"
     if hb.open_positions is not None and hb.open_positions != p.count:
         return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
     return True, f"{ack}, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
+
+
+def unacknowledged(obs: GateObservation, hb: Heartbeat) -> str | None:
+    """What is awaited before this idle heartbeat acknowledges the drain; None: the bot computed it after it saw
+    this drain request.
+
+    Being dated after the request is not enough: a bot that read the flag before it was written, then took a
+    moment, writes a heartbeat dated after it that it computed before (idle, and about to trade). A bot that
+    echoes the request id proves it read this flag first. For one that does not, the first heartbeat dated after
+    the request may be such a one; the second was begun after the first was written, so after the request: a
+    bot that writes its heartbeats one after the other and acts on a flag read since its previous one.
+    """
+    if obs.drain_id is not None and hb.drain is not None:
+        if hb.drain == obs.drain_id:
+            return None
+        return (f"idle, but its heartbeat echoes {'drain request ' + hb.drain if hb.drain else 'no drain request'}, "
+                f"not this one ({obs.drain_id}): computed before the bot saw it")
+    if obs.heartbeats_since < 2:
+        return ("idle, but only one heartbeat since the drain was requested, which the bot may have computed before it "
+                "saw the flag; waiting for the next")
+    return None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .health import Heartbeat
+from .health import Heartbeat, echoed_drain
 from .quiesce import INVALID, OK, UNREADABLE, Positions
 
 
@@ -70,14 +70,14 @@ def confirmed(p: Positions, count: int | None, detail: str = "") -> Positions:
 
 
 def heartbeat_from(value: Any, expr: str) -> tuple[Heartbeat | None, str | None]:
-    """An HTTP heartbeat: select gives a unix timestamp, or an object with ts (and pid, phase, open_positions)."""
+    """An HTTP heartbeat: select gives a unix timestamp, or an object with ts (and pid, phase, open_positions, drain)."""
     doc = value if isinstance(value, dict) else {"ts": value}
     ts = doc.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         return None, f"heartbeat select {expr!r} gave {_kind(ts)}, expected a unix timestamp (or an object with ts)"
     pid, n, phase = doc.get("pid"), doc.get("open_positions"), doc.get("phase")
     return Heartbeat(float(ts), pid if type(pid) is int else None, phase if isinstance(phase, str) else None,
-                     n if type(n) is int else None), None
+                     n if type(n) is int else None, drain=echoed_drain(doc)), None
 
 
 def heartbeat_from_systemd(now: float, active_state: str, sub_state: str, main_pid: int, watchdog_usec: int,

@@ -28,6 +28,7 @@ from ..core.layout import Layout, other
 from ..core.manifest import Manifest
 from ..errors import BuildError, InputError
 from ..inventory import SHA_RE
+from . import preflight
 from .host import HostContext
 from .verify import read_config_files
 
@@ -144,6 +145,7 @@ def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     except UnicodeDecodeError:
         raise InputError(f"{host.lockfile} at {sha[:12]}: not UTF-8 text") from None
     rendered = unitsmod.render(host, sha)
+    preflight.host_checks(ctx)  # unit_dir, the interpreter, what the bot's user can reach: refused before any write
     active = ctx.active_slot()
     target = other(active) if active else "blue"
     _refuse_if_running_from(ctx, target)

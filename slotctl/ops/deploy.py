@@ -14,15 +14,15 @@ from .. import interrupts
 from ..adapters import backups
 from ..adapters import journal as journal_mod
 from ..adapters.drain import Drain
-from ..core.history import unfinished
+from ..core.history import deploys, unfinished
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
-from . import events
+from . import events, preflight
 from . import hold as holds
-from .build import build, drop_previous, plan, put_back
+from .build import Plan, build, drop_previous, plan, put_back
 from .host import HostContext, Run
-from .quiesce import GateResult, quiesce, snapshot
+from .quiesce import GateResult, bot_runs, quiesce, snapshot
 from .switch import ProbeResult, activate, mark, switch_to
 from .verify import verify
 
@@ -79,7 +79,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
     if result.ok:
         with ctx.step("commit", slot=new):
             mark(ctx, new, "good", f"passed probes for {result.seconds:.1f}s")
-            drain.lift(out.deploy_id)
+            drain.lift(out.deploy_id, bot_running=bot_runs(ctx))
         out.active_slot = new
         out.summary = f"{what}: slot {new} healthy for {result.seconds:.1f}s"
         return
@@ -90,7 +90,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
         mark(ctx, new, "bad", reason)
         if fallback is None:
             switch_to(ctx, None)
-            drain.lift(out.deploy_id)  # no bot runs; the next one to start must not start drained
+            drain.lift(out.deploy_id, bot_running=bot_runs(ctx))  # no bot runs; the next one must not start drained
             out.active_slot = None
             out.summary = f"{what} failed ({reason}); there is no previous release: bot stopped, host back to no release"
             return
@@ -106,7 +106,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
         out.probes.append(back)
         out.active_slot = fallback
         if back.ok:
-            drain.lift(out.deploy_id)
+            drain.lift(out.deploy_id, bot_running=bot_runs(ctx))
             out.summary = f"{what} failed ({reason}); back on slot {fallback}, healthy"
             return
     out.exit_code = NEEDS_OPERATOR
@@ -145,11 +145,22 @@ def _journaled(ctx: HostContext, out: Outcome, build_step: Callable[[], bool], g
         except Exception as e:
             _settle_after_error(ctx, out, e)
         if built:
-            drop_previous(ctx.layout.slot(built))
+            _keep_rollback_target(ctx, out, built)
         signals = interrupts.deferred()
         if signals:
             out.summary += f" ({', '.join(signals)} received during the switch: finished it first)"
         return _finish(ctx, out, t0)
+
+
+def _keep_rollback_target(ctx: HostContext, out: Outcome, built: str) -> None:
+    """The release two back goes only once the candidate has run: until its first start it touched nothing, so a
+    deploy settled back on the old slot (an error at the snapshot, the stop or the flip) puts the previous release
+    back in the candidate's slot, and `slotctl rollback` still has its target."""
+    dep = next((d for d in deploys(journal_mod.read(ctx.layout.journal)[0]) if d.id == out.deploy_id), None)
+    if out.active_slot == built or dep is None or dep.ran(built):
+        drop_previous(ctx.layout.slot(built))
+    elif put_back(ctx.layout.slot(built)):
+        ctx.say(f"  put back slot {built}'s previous release: the candidate never started; it stays the rollback target")
 
 
 def _not_switched(ctx: HostContext, out: Outcome, e: BaseException, built: str | None) -> None:
@@ -205,12 +216,27 @@ def _finish(ctx: HostContext, out: Outcome, t0: float) -> Outcome:
     return out
 
 
+def refuse_drift(ctx: HostContext, planned: Plan, allow_drift: bool) -> Outcome | None:
+    """Config drift is known from the commit's files in git and the active slot before anything is built: the deploy
+    is refused then (exit 2), writing nothing, not even its journal. The CLI asks before taking the lock; the build's
+    own verify still looks for what only a built slot shows."""
+    found = preflight.drift(planned, allow_drift)
+    if found is None:
+        return None
+    ctx.say(found[1])
+    return Outcome(ctx.host.name, "deploy", BAD_INPUT, found[1], planned.active, planned.slot, planned.commit,
+                   active_slot=planned.active, active_commit=planned.active_commit, findings=list(planned.config))
+
+
 def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None, allow_drift: bool = False,
            quiesce_timeout: float | None = None, reuse_venv: bool = True) -> Outcome:
     """The whole sequence; the caller holds the host's lock."""
     holds.refuse(ctx, "deploy")  # again under the lock: a hold set since the CLI looked still counts
     deploy_id = deploy_id or journal_mod.new_deploy_id()
     planned = plan(ctx, commit)
+    refused = refuse_drift(ctx, planned, allow_drift)
+    if refused is not None:
+        return refused
     ctx.run = Run(ctx.layout.journal, deploy_id, "deploy")
     ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
     out = Outcome(ctx.host.name, "deploy", OK, "", planned.active, planned.slot, planned.commit,

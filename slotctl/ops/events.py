@@ -45,8 +45,10 @@ def targets(ctx: HostContext) -> notify.Targets:
 
 
 def emit(ctx: HostContext, kind: str, *, action: str, summary: str, deploy_id: str | None = None,
-         commit: str | None = None) -> list[str]:
-    """Tell the journal and the URLs; returns what could not be told (also journaled and said), never raises."""
+         commit: str | None = None, urls: bool = True) -> list[str]:
+    """Tell the journal and the URLs; returns what could not be told (also journaled and said), never raises.
+
+    urls False: the system journal only (the boot recovery, which the bot waits for, before the network is up)."""
     k = KINDS[kind]
     host, who, short = ctx.host.name, journal.who(), (commit or "")[:12]
     headline = f"{action} {kind}" if action not in kind else kind
@@ -63,13 +65,13 @@ def emit(ctx: HostContext, kind: str, *, action: str, summary: str, deploy_id: s
             problems.append(f"system journal ({where}): {e.strerror or e}")
 
     try:
-        urls = targets(ctx).for_severity(k.severity)
+        to = targets(ctx).for_severity(k.severity) if urls else []
     except Exception as e:  # checked before the deploy began; a file changed since must not change its outcome
-        urls, problems = [], [*problems, getattr(e, "message", str(e))]
-    if urls:
+        to, problems = [], [*problems, getattr(e, "message", str(e))]
+    if to:
         title = f"slotctl {host}: {headline}"
         body = "\n".join([summary, f"host {host} · commit {short or '-'} · by {who} · {action} {deploy_id or '-'}"])
-        problems += notify.send(urls, title, body, k.apprise_type, ctx.host.notify.timeout)
+        problems += notify.send(to, title, body, k.apprise_type, ctx.host.notify.timeout)
 
     if problems:
         for p in problems:

@@ -16,7 +16,7 @@ from .. import faults
 from ..adapters import journal
 from ..adapters.systemd import Systemd
 from ..core import manifest as mf
-from ..core.health import Heartbeat
+from ..core.health import Heartbeat, echoed_drain
 from ..core.layout import SLOTS, Layout
 from ..core.quiesce import Positions
 from ..errors import SlotctlError
@@ -205,4 +205,4 @@ class HostContext:
             return None, f"heartbeat {path}: expected a JSON object with a numeric 'ts'"
         pid = data.get("pid") if isinstance(data.get("pid"), int) else None
         n = data.get("open_positions") if isinstance(data.get("open_positions"), int) else None
-        return Heartbeat(float(data["ts"]), pid, data.get("phase"), n), None
+        return Heartbeat(float(data["ts"]), pid, data.get("phase"), n, drain=echoed_drain(data)), None

@@ -59,9 +59,9 @@ def samples(s: Status, records: list[dict[str, Any]], now: float) -> dict[str, l
         action = host | {"action": last.action}
         out["slotctl_last_deploy_end_timestamp_seconds"].append((action, last.end.get("ts", 0)))
         out["slotctl_last_deploy_duration_seconds"].append((action, last.end.get("ts", 0) - last.begin.get("ts", 0)))
-        code = last.end.get("exit_code")
+        outcome, code = last.outcome()  # as `history` says it: an unswitched deploy is never exported as committed
         out["slotctl_last_deploy_exit_code"].append((action, code if isinstance(code, int) else math.nan))
-        out["slotctl_last_deploy_outcome"].append((action | {"outcome": str(last.end.get("outcome", "?"))}, 1))
+        out["slotctl_last_deploy_outcome"].append((action | {"outcome": str(outcome)}, 1))
     positions = s.positions or {}
     out["slotctl_open_positions"].append((host, len(positions.get("open", [])) if positions.get("state") == POSITIONS_OK else math.nan))
     since = (s.drained or {}).get("since")

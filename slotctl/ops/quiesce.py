@@ -10,7 +10,7 @@ from .. import interrupts
 from ..adapters import backups, state
 from ..adapters.drain import Drain, DrainError
 from ..core.quiesce import GateObservation, Positions, gate, suspicious
-from ..errors import SlotctlError
+from ..errors import SlotctlError, SystemdError
 from .host import HostContext
 
 
@@ -29,9 +29,13 @@ class GateResult:
     snapshot: Path | None = None  # the good snapshot taken when the gate opened
 
 
-def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
+def observe(ctx: HostContext, drain_since: float | None, drain_id: str | None = None,
+            seen: set[float] | None = None) -> GateObservation:
+    """What the gate decides on. seen: the distinct heartbeats (by ts) dated since the request, kept across polls."""
     st = ctx.systemd.state(ctx.host.service)
     hb, _ = ctx.heartbeat()
+    if seen is not None and hb is not None and drain_since is not None and hb.ts >= drain_since:
+        seen.add(hb.ts)
     return GateObservation(
         now=time.time(),
         bot_running=st.alive,
@@ -39,7 +43,18 @@ def observe(ctx: HostContext, drain_since: float | None) -> GateObservation:
         positions=ctx.positions(),
         drain_since=drain_since,
         phases=ctx.host.health.heartbeat.source == "file",
+        drain_id=drain_id,
+        heartbeats_since=len(seen or ()),
     )
+
+
+def bot_runs(ctx: HostContext) -> bool:
+    """A live main process: what an undrain call needs (Drain.lift's bot_running). When systemd cannot be asked
+    (the error being handled may be D-Bus's), True: the undrain is sent as before, and says so if it fails."""
+    try:
+        return ctx.systemd.state(ctx.host.service).alive
+    except SystemdError:
+        return True
 
 
 def check_state(ctx: HostContext, obs: GateObservation, deploy_id: str) -> None:
@@ -62,12 +77,15 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
     t0 = time.monotonic()
     records: list[dict] = []
     last_said, last_reason = 0.0, ""
+    seen: set[float] = set()  # heartbeats dated since the request: a bot that does not echo acknowledges with its second
     while True:
         interrupts.raise_if_pending()
-        obs = observe(ctx, drain_since)
+        obs = observe(ctx, drain_since, drain.id if drain is not None else None, seen)
         if drain is not None and obs.bot_running and not drain.sent:
-            # Deferred while no bot ran; one started since. Only a heartbeat after this request acknowledges it.
-            drain_since = time.time()
+            # Deferred while no bot ran; one started since. A new request (a new id in the flag): only a heartbeat
+            # the bot computed after it acknowledges it.
+            drain_since = drain.renew()
+            seen.clear()
             drain.send_pending()
             records.append({"t": round(time.monotonic() - t0, 2), "open": False, "reason": "a bot runs now: drain call sent"})
             ctx.say("  quiesce: a bot runs now: drain call sent")
@@ -107,11 +125,11 @@ def quiesce(ctx: HostContext, deploy_id: str, timeout: float | None = None) -> G
         except DrainError:
             raise  # a deferred drain request that failed took its flag back and tried the undrain already
         except BaseException:
-            drain.lift(deploy_id)  # nothing was switched: the running bot goes back to trading
+            drain.lift(deploy_id, bot_running=bot_runs(ctx))  # nothing was switched: the running bot goes back to trading
             raise
         rec.update(opened=result.opened, reason=result.reason)
     if not result.opened:
-        drain.lift(deploy_id)
+        drain.lift(deploy_id, bot_running=bot_runs(ctx))
         return result
     result.drain = drain
     return result

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from .. import interrupts
 from ..adapters import backups, fs, journal
+from ..adapters import units as unitsmod
 from ..adapters.drain import Drain
-from ..core.history import Deploy, unfinished
+from ..core.history import Deploy, recovered_end, unfinished
 from ..core.layout import SLOTS, other
-from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK
+from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK, SlotctlError
+from . import boot
 from .build import drop_previous, put_back
 from .events import emit
 from .host import HostContext, Run
@@ -46,39 +48,46 @@ def recover(ctx: HostContext) -> Recovery:
     dep = unfinished(records)
     _clean_leftovers(ctx, out.actions, dep)
     if dep is None:
+        _enable_active(ctx, out.actions)
         if out.actions:
             out.summary = "no deploy was interrupted; cleaned up: " + "; ".join(out.actions)
         return out
     out.deploy_id = dep.id
     ctx.run = Run(ctx.layout.journal, dep.id, dep.action)
-    settle(ctx, dep, out)
-    ctx.run.end("recovered" if out.exit_code != NEEDS_OPERATOR else "needs-operator", out.exit_code, out.summary,
-                actions=out.actions, active_slot=out.active_slot)
+    settle(ctx, dep, out, converge=True)
+    outcome, code = recovered_end(out.exit_code, out.active_slot, dep.begin.get("to_slot"))  # never "committed" unswitched
+    ctx.run.end(outcome, code, out.summary, actions=out.actions, active_slot=out.active_slot)
     out.notices += emit(ctx, "needs-operator" if out.exit_code == NEEDS_OPERATOR else "recovered", action="recover",
                         deploy_id=dep.id, commit=dep.begin.get("commit"), summary=out.summary)
     return out
 
 
-def settle(ctx: HostContext, dep: Deploy, out: Recovery) -> None:
+def settle(ctx: HostContext, dep: Deploy, out: Recovery, *, converge: bool = False) -> None:
     """Decide and act; journaled as a step of the interrupted deploy. Also how a deploy that hit an error
-    after its gate opened finishes itself, in-process."""
+    after its gate opened finishes itself, in-process. converge (`slotctl recover`): an undrain call that keeps
+    failing is recorded and settling goes on; without, it is raised and the deploy stays open for `recover`."""
     out.deploy_id = dep.id
     with interrupts.critical(), ctx.step("recover"):
-        _Settle(ctx, dep, out).run()
+        settling = _Settle(ctx, dep, out)
+        settling.converge = converge
+        settling.run()
+        settling.report_drain()
     out.active_slot = ctx.active_slot()
 
 
 def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -> None:
     """Half-done file operations: a build's kept-aside previous release, temp links and temp files."""
     layout = ctx.layout
+    active = ctx.active_slot()
     for slot in SLOTS:
         slot_dir = layout.slot(slot)
         if not (layout.slots / f".{slot}.previous").exists():
             continue
         if dep is not None and dep.begin.get("to_slot") == slot:
-            # Once the switch began, the new build stays to be judged (and marked bad if it failed); before it,
-            # nothing ran from it and the previous release, the rollback target, goes back in place.
-            keep_new = dep.started("stop")
+            # Once the new build has run (its units' first start began), it stays to be judged (and marked bad if
+            # it failed); until then nothing ran from it and the previous release, the rollback target, goes back
+            # in place. A slot trading-bot-current names is never replaced under it: settle brings it up.
+            keep_new = dep.ran(slot) or active == slot
         else:
             keep_new = ctx.manifest(slot)[0] is not None  # `slotctl build` alone: done once its slot.json is written
         if keep_new:
@@ -99,6 +108,19 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
         shutil.rmtree(tmp, ignore_errors=True)
         actions.append(f"removed an unfinished snapshot {tmp.name}")
     fs.empty_trash(layout.trash)  # a discarded release whose deletion was cut short: in the background
+
+
+def _enable_active(ctx: HostContext, actions: list[str]) -> None:
+    """The active release's units enabled for boot, as every switch leaves them: a host switched by a slotctl that
+    did not enable them (or links removed by hand) is put right by the next command, with nothing restarted."""
+    active = ctx.active_slot()
+    m = ctx.manifest(active)[0] if active else None
+    if m is None or m.verdict == "bad":
+        return
+    unitsmod.install_links(ctx.host, list(m.units))
+    if boot.enable(ctx, active):
+        ctx.systemd.daemon_reload()
+        actions.append(f"enabled slot {active}'s units for boot, and the boot recovery")
 
 
 class _Settle:
@@ -165,8 +187,7 @@ class _Settle:
         ctx = self.ctx
         st = ctx.systemd.state(ctx.host.service)
         if st.alive and self._runs_only_from(slot):
-            install_units(ctx, slot)
-            if ctx.systemd.state(ctx.host.service).need_daemon_reload:
+            if install_units(ctx, slot) or ctx.systemd.state(ctx.host.service).need_daemon_reload:
                 ctx.systemd.daemon_reload()
             start_units(ctx, slot)  # the ones the interruption left unstarted (a dashboard); running ones stay as they are
             started_since = self.snapshot_ts is not None and st.exec_main_start_us / 1e6 >= self.snapshot_ts
@@ -226,11 +247,168 @@ class _Settle:
         self._lift_drain()
         self.out.summary = "interrupted first deploy undone: no release is active, nothing runs"
 
+    UNDRAIN_TRIES = 3
+    converge = False  # settle(converge=)
+    undrain_error: str | None = None  # the undrain call kept failing: the drain still stands
+
     def _lift_drain(self) -> None:
-        if self.dep.started("quiesce") and self.drain.lift(self.dep.id):
-            self.say("lifted the drain")
+        """The undrain call goes only to a running bot (with none, the flag goes and that is enough). One that keeps
+        failing is tried UNDRAIN_TRIES times; then a deploy settling itself raises it (it stays open: `recover`
+        finishes it once the undrain works), and `recover` records it and goes on: report_drain() says what it left."""
+        import time
+
+        from ..adapters.drain import DrainError
+        from .quiesce import bot_runs
+
+        if not self.dep.started("quiesce"):
+            return
+        for attempt in range(1, self.UNDRAIN_TRIES + 1):
+            try:
+                lifted = self.drain.lift(self.dep.id, bot_running=bot_runs(self.ctx))
+            except DrainError as e:
+                self.undrain_error = e.message
+                self.ctx.say(f"recover: {e.message} (try {attempt} of {self.UNDRAIN_TRIES})")
+                if attempt < self.UNDRAIN_TRIES:
+                    time.sleep(attempt)  # a bot restarting its API, a busy endpoint: a short backoff
+                elif not self.converge:
+                    raise
+                continue
+            self.undrain_error = None
+            if lifted:
+                self.say("lifted the drain")
+            return
+        self.say(f"the undrain call failed {self.UNDRAIN_TRIES} times ({self.undrain_error}): the drain flag stays")
+
+    def report_drain(self) -> None:
+        """After settling: a drain whose undrain call kept failing needs an operator. The flag stays, so `status`
+        keeps saying drained: the bot may well be (an HTTP drain lives in its memory; a flag-reading bot stays
+        drained by the flag), and removing it would make `status` say it trades when nobody knows."""
+        if self.undrain_error is None or self.out.exit_code == NEEDS_OPERATOR:
+            return
+        self.out.exit_code = NEEDS_OPERATOR
+        self.out.summary += (f"; but the drain could not be lifted ({self.undrain_error}; tried {self.UNDRAIN_TRIES} "
+                             f"times): the bot may still be drained, so {self.drain.flag} stays and `status` shows it. "
+                             "Undrain the bot by hand, then remove the flag")
 
     def _needs_operator(self, why: str) -> None:
         self.out.exit_code = NEEDS_OPERATOR
         self.out.summary = (f"{why}: the host needs an operator now. The bot stays drained; nothing was deleted"
                             + (f"; the state at the gate is in {self.snapshot}" if self.snapshot else ""))
+
+
+class BootRefused(SlotctlError):
+    """`recover --boot` run while a bot runs: its moves are safe only before the bot's units start."""
+
+
+def at_boot(ctx: HostContext) -> Recovery:
+    """`recover --boot`, run by the boot recovery unit (ops.boot) before the bot's units start, no bot running.
+
+    Only files move here (trading-bot-current, the unit and enabling links, the drain flag, the state put back
+    from the snapshot) and start or stop jobs are queued, never waited for: the bot's start jobs wait for this
+    unit to end. A candidate that had not proven itself when the power went is not started as if it had: the
+    host goes back to the release that passed its probes last, and the candidate stays unproven (a power cut
+    condemns nobody). The bot then starts from the release chosen here; `status` probes it.
+    """
+    out = Recovery(ctx.host.name, summary="boot: no deploy was interrupted")
+    running = [u for u in ctx.known_units() if ctx.systemd.state(u).alive]
+    if running:
+        raise BootRefused(f"recover --boot: {running[0]} runs: --boot is for the boot recovery unit, before the bot "
+                          "starts; use `slotctl recover`")
+    records, out.journal_note = journal.read(ctx.layout.journal)
+    dep = unfinished(records)
+    active = ctx.active_slot()
+    if active is not None and ctx.manifest(active)[0] is None:
+        active = other(active) if ctx.manifest(other(active))[0] is not None else None
+    if dep is None:
+        _clean_leftovers(ctx, out.actions, None)
+        _boot_units(ctx, active, out)
+        if out.actions:
+            out.summary = "boot: no deploy was interrupted; " + "; ".join(out.actions)
+        out.active_slot = active
+        return out
+    out.deploy_id = dep.id
+    ctx.run = Run(ctx.layout.journal, dep.id, dep.action)
+    with interrupts.critical(), ctx.step("recover", boot=True):
+        chosen = _BootChoice(ctx, dep, out).run(active)
+        _clean_leftovers(ctx, out.actions, dep)
+        _boot_units(ctx, chosen, out)
+        drain = Drain(ctx.host)
+        if out.exit_code != NEEDS_OPERATOR and drain.set_by(dep.id):
+            drain.lift(dep.id, bot_running=False)  # no bot runs yet: nothing to call, the next one starts undrained
+            out.actions.append("removed the drain flag: the bot starts undrained")
+    out.active_slot = chosen
+    outcome, code = recovered_end(out.exit_code, chosen, dep.begin.get("to_slot"))  # never "committed" unswitched
+    ctx.run.end(outcome, code, out.summary, actions=out.actions, active_slot=chosen, boot=True)
+    out.notices += emit(ctx, "needs-operator" if out.exit_code == NEEDS_OPERATOR else "recovered", action="recover",
+                        deploy_id=dep.id, commit=dep.begin.get("commit"), summary=out.summary, urls=False)
+    return out
+
+
+class _BootChoice(_Settle):
+    """Which release starts at boot, from the journal and the slots alone (no bot runs to probe)."""
+
+    def run(self, active: str | None) -> str | None:  # type: ignore[override]
+        ctx, cand, prev = self.ctx, self.candidate, self.previous
+        cand_manifest = ctx.manifest(cand)[0] if cand else None
+        condemned = self.dep.condemned(cand) or (cand_manifest is not None and cand_manifest.verdict == "bad")
+        if condemned and cand_manifest is not None and cand_manifest.verdict != "bad":
+            mark(ctx, cand, "bad", "failed its probes (found by recovery in the journal)")
+            self.say(f"marked slot {cand} bad: it failed its probes before the power went")
+        what = f"{self.dep.action} {self.dep.id}"
+        if active is None:
+            self.out.summary = f"at boot: {what} was cut before its first release ran: no release is active, nothing starts"
+            return None
+        if active != cand:
+            went_back = self.dep.ran(cand)
+            if went_back:
+                self._restore()  # the candidate ran on the state: the previous release must not start on its damage
+            self.out.exit_code = DEPLOY_FAILED if went_back else OK
+            self.out.summary = (f"at boot: {what} was cut {'on its way back' if went_back else 'before the switch'}: "
+                                f"slot {active} starts")
+            return active
+        m = ctx.manifest(active)[0]
+        if not condemned and m is not None and m.verdict == "good":
+            self.out.summary = f"at boot: {what} had proven slot {active} before the power went: it starts"
+            return active
+        why = "had failed its probes" if condemned else "had not proven itself yet"
+        back = ctx.manifest(prev)[0] if prev else None
+        if prev is None or back is None or back.verdict != "good":
+            if prev is None:
+                self._flip(None)
+                self.out.exit_code = DEPLOY_FAILED
+                self.out.summary = f"at boot: slot {active} of {what} {why}, and there is no previous release: nothing starts"
+                return None
+            self._needs_operator(f"at boot: slot {active} of {what} {why}, and slot {prev} is not a good release to "
+                                 "return to: nothing starts")
+            return None
+        self._flip(prev)
+        if self.dep.ran(cand):
+            self._restore()
+        self.out.exit_code = DEPLOY_FAILED
+        self.out.summary = f"at boot: slot {active} of {what} {why}: back to slot {prev}, which starts"
+        return prev
+
+    def _flip(self, slot: str | None) -> None:
+        ctx = self.ctx
+        with ctx.step("flip", slot=slot):
+            if slot is None:
+                fs.remove_file(ctx.layout.current)
+            else:
+                fs.atomic_symlink(ctx.layout.current, ctx.layout.link_target(slot))
+        self.say(f"trading-bot-current now names {'nothing' if slot is None else 'slot ' + slot}")
+
+
+def _boot_units(ctx: HostContext, slot: str | None, out: Recovery) -> None:
+    """The chosen release's units linked and enabled, the others disabled; then their jobs queued: systemd computed
+    the boot's start jobs from the links it found, which may be another release's."""
+    m = ctx.manifest(slot)[0] if slot else None
+    ours = list(m.units) if m else []
+    if m is not None:
+        unitsmod.install_links(ctx.host, ours)
+    if boot.enable(ctx, slot):
+        out.actions.append(f"enabled slot {slot}'s units for boot" if slot else "disabled every unit: nothing is active")
+    sd = ctx.systemd
+    sd.daemon_reload()
+    enabled = unitsmod.enabled_dirs(ctx.host, ours)
+    sd.queue("StopUnit", [u for u in ctx.known_units() if u not in ours])
+    sd.queue("StartUnit", [u for u in ours if enabled.get(u)])

@@ -9,11 +9,12 @@ from typing import Any
 
 from ..adapters import backups, state
 from ..adapters.drain import Drain
-from ..core.health import heartbeat_age_problem
+from ..core.health import UnitSeen, heartbeat_age_problem, unit_problems
 from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
 from ..core.quiesce import GateObservation, suspicious
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
+from . import boot
 from . import hold as holds
 from .host import HostContext
 from .verify import verify
@@ -22,6 +23,8 @@ from .verify import verify
 CHECKS = {
     "SLOTCTL-RELEASE": "active-release-complete-and-good",
     "SLOTCTL-UNIT": "bot-unit-running",
+    "SLOTCTL-UNITS": "release-units-running",
+    "SLOTCTL-BOOT": "release-enabled-for-boot",
     "SLOTCTL-DRAIN": "bot-not-drained",
     "SLOTCTL-HOLD": "deploy-hold-readable",
     "SLOTCTL-DB": "no-database-open-by-inactive-slot",
@@ -131,6 +134,26 @@ def status(ctx: HostContext) -> Status:
                 found["RISK-004"].append(f"{host.service} (pid {st.main_pid}) runs from slot {process_slot}, "
                                          f"but {ctx.layout.current.name} names slot {active}: stale code")
     evidence["SLOTCTL-UNIT"] = unit
+
+    # The release's other units (a dashboard): up, and not restarted by systemd since they were started. And at the
+    # next boot the same units start, after the boot recovery.
+    others: dict[str, Any] = {}
+    active_manifest = ctx.manifest(active)[0] if active is not None and slots[active]["complete"] else None
+    for name in (u for u in (active_manifest.units if active_manifest else ()) if u != host.service):
+        try:
+            seen = ctx.systemd.state(name)
+        except SystemdError as e:
+            found["SLOTCTL-UNITS"].append(e.message)
+            continue
+        others[name] = {"active_state": seen.active_state, "sub_state": seen.sub_state, "n_restarts": seen.n_restarts}
+        found["SLOTCTL-UNITS"] += unit_problems(UnitSeen(name, seen.active_state, seen.sub_state, seen.main_pid,
+                                                         seen.n_restarts))
+    evidence["SLOTCTL-UNITS"] = others
+    if active_manifest is not None:
+        try:
+            found["SLOTCTL-BOOT"] += boot.problems(ctx, active)
+        except SystemdError as e:
+            found["SLOTCTL-BOOT"].append(e.message)
     try:
         link = os.readlink(ctx.layout.current)
     except OSError:
@@ -191,10 +214,18 @@ def status(ctx: HostContext) -> Status:
 
     drained = Drain(host).active()
     if drained is not None:
+        from ..adapters import journal
+        from ..core.history import unfinished
+
+        flag = host.path(host.quiesce.drain_file)
+        open_deploy = unfinished(journal.read(ctx.layout.journal)[0])
+        if open_deploy is not None and open_deploy.id == drained.get("deploy"):
+            todo = f"finish that deploy (`slotctl recover`) or remove {flag}"
+        else:  # an operator's drain, or one whose undrain call kept failing after its deploy ended
+            todo = f"undrain the bot (its undrain command or URL, if it has one), then remove {flag}"
         found["SLOTCTL-DRAIN"].append(
             f"the bot is drained (opens no new positions) since {_ago(drained.get('since'))}, by {drained.get('by')} "
-            f"for deploy {drained.get('deploy')}; remove {host.path(host.quiesce.drain_file)} or finish that deploy "
-            "(`slotctl recover`) to let it trade")
+            f"for deploy {drained.get('deploy')}; {todo} to let it trade")
     evidence["SLOTCTL-DRAIN"] = drained or {}
 
     # A hold is an operator's intent, not a fault: shown, not failed (the audit would stay red all through FOMC,

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field, replace
 
 from ..adapters import fs, probes, state
 from ..adapters import units as unitsmod
-from ..core.health import Baseline, Observation, positions_loaded, problems
+from ..core.health import Baseline, Observation, UnitSeen, positions_loaded, problems
 from ..core.quiesce import OK
+from . import boot
 from .host import HostContext
 
 
@@ -40,6 +41,7 @@ def switch_to(ctx: HostContext, slot: str | None, before_start: Callable[[], Non
     with ctx.step("flip", slot=slot):
         if slot is None:
             fs.remove_file(ctx.layout.current)
+            boot.enable(ctx, None)  # no release: nothing of one starts at the next boot
         else:
             fs.atomic_symlink(ctx.layout.current, ctx.layout.link_target(slot), fault_point="flip:mid")
         sd.daemon_reload()
@@ -86,13 +88,24 @@ def activate(ctx: HostContext, slot: str, positions: tuple[str, ...] | None,
     return result
 
 
-def install_units(ctx: HostContext, slot: str) -> None:
+def install_units(ctx: HostContext, slot: str) -> bool:
+    """The slot's unit links, its units enabled for boot and the boot recovery; True when an enabling link or the
+    recovery changed (systemd reloads at the flip anyway)."""
     m, _ = ctx.manifest(slot)
     assert m is not None
     unitsmod.install_links(ctx.host, list(m.units))
+    return boot.enable(ctx, slot)
 
 
-def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation:
+def units_seen(ctx: HostContext, names: tuple[str, ...]) -> tuple[UnitSeen, ...]:
+    out = []
+    for name in names:
+        st = ctx.systemd.state(name)
+        out.append(UnitSeen(name, st.active_state, st.sub_state, st.main_pid, st.n_restarts))
+    return tuple(out)
+
+
+def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[str, ...] = ()) -> Observation:
     h = ctx.host.health
     st = ctx.systemd.state(ctx.host.service)
     hb, hb_problem = ctx.heartbeat()
@@ -129,6 +142,7 @@ def observe(ctx: HostContext, *, positions: bool, external: bool) -> Observation
         positions_persist=ctx.host.quiesce.positions.source == "sqlite",
         log_mtime=log_mtime,
         external=tuple(p for p in found if p),
+        units=units_seen(ctx, others),
     )
 
 
@@ -142,9 +156,12 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
     h = ctx.host.health
     window = h.window if window is None else window
     st = ctx.systemd.state(ctx.host.service)
+    # Every unit the release installs must stay up, not only the bot: a dashboard in a crash loop fails the probe.
+    manifest, _ = ctx.manifest(slot)
+    others = tuple(u for u in (manifest.units if manifest else ()) if u != ctx.host.service)
     base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts,
                     expected_positions=expected_positions if h.positions else None,
-                    log_file=str(ctx.host.path(h.log_file)) if h.log_file else None)
+                    log_file=str(ctx.host.path(h.log_file)) if h.log_file else None, units=units_seen(ctx, others))
     t0 = time.monotonic()
     deadline = t0 + window
     positions_pending = base.expected_positions is not None
@@ -155,7 +172,7 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
         external = final or now - last_external >= 1.0  # HTTP and command probes: once a second
         if external:
             last_external = now
-        obs = observe(ctx, positions=positions_pending, external=external)
+        obs = observe(ctx, positions=positions_pending, external=external, others=others)
         found = problems(obs, replace(base, expected_positions=base.expected_positions if positions_pending else None),
                          h.max_age, final=final)
         if positions_pending and positions_loaded(obs, base)[0] and not found:
@@ -179,4 +196,7 @@ def _evidence(ctx: HostContext, obs: Observation, base: Baseline, found: list[st
         ev["positions_rewritten_since_start"] = (obs.positions_mtime or 0) >= base.started_at
     if found:
         ev["journal"] = ctx.journal(ctx.host.service, 15)
+        failing = [u.name for u in obs.units if any(p.startswith(u.name) or f" {u.name} " in p for p in found)]
+        for unit in failing:  # the unit that failed says why in its own journal
+            ev[f"journal:{unit}"] = ctx.journal(unit, 15)
     return ev

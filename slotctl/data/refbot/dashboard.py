@@ -10,6 +10,14 @@ from pathlib import Path
 
 POSITIONS = Path(os.environ["BOT_POSITIONS_FILE"])
 LOG = Path(os.environ["BOT_LOG_DIR"]) / "bot.log"
+# Faults on purpose, as for the bot: a release whose dashboard fails at start (fault "dashboard_crash", in the
+# release's live_config.json, read from the working directory, the slot's src/), or a file in the control dir
+# that makes whichever release runs crash within its next round.
+CRASH = Path(os.environ["BOT_CONTROL_DIR"]) / "dashboard-crash"
+try:
+    FAULT = json.loads(Path("live_config.json").read_text()).get("fault")
+except (OSError, ValueError, AttributeError):
+    FAULT = None
 
 
 def read_positions() -> dict | None:
@@ -22,6 +30,8 @@ def read_positions() -> dict | None:
 
 
 while True:
+    if FAULT == "dashboard_crash" or CRASH.exists():
+        raise SystemExit("dashboard: fault injected: crashing")
     state = read_positions()
     try:
         last = LOG.read_text().splitlines()[-1]

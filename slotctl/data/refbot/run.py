@@ -3,12 +3,18 @@
 It trades nothing real. It opens and closes simulated positions, writes its
 positions file atomically under an exclusive flock, writes a heartbeat JSON,
 logs where the dashboard reads, honours the drain flag (no new trades; says
-"idle" once no trade is in flight), and stops cleanly on SIGTERM.
+"idle" once no trade is in flight), and stops cleanly on SIGTERM. Each tick reads
+the flag first and echoes its request id in the heartbeat it then writes
+("drain"): slotctl's proof that the heartbeat was computed after the bot saw it.
 
 live_config.json sets its pace and can make a release misbehave on purpose:
   open_every      ticks between new trades          hold_seconds   how long a position stays open
   trade_seconds   how long a trade is in flight     start_with_trade  begin a trade at once
   await_fill      a trade in flight lands only once a file `fill` is in BOT_CONTROL_DIR (an exchange's late fill)
+  slow_ack        seconds: a slow bot that echoes nothing. Each tick it computes its heartbeat, reads the flag,
+                  waits that long, writes the heartbeat it computed (dated now: after a drain that came meanwhile,
+                  still "idle"), then trades if the flag was not there when it read it
+  ledger          true: each trade's start and landing times go to BOT_CONTROL_DIR/trades ("start <ts>", "land <ts>")
   fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
          | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere | null
 A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
@@ -21,7 +27,7 @@ Where it keeps its state (slotctl's quiesce.positions sources), also live_config
                     database newer than its schema; tick_rows: N rows into a ticks table each tick
   api: true         an HTTP API on 127.0.0.1:<port in BOT_CONTROL_DIR/api-port>, freqtrade's shape:
                     /api/v1/status [{trade_id, pair}], /api/v1/count {current}, /api/v1/health {last_process_ts,
-                    pid, phase, open}; HTTP basic auth when BOT_CONTROL_DIR/api-credentials holds user:password
+                    pid, phase, open, drain}; HTTP basic auth when BOT_CONTROL_DIR/api-credentials holds user:password
 It speaks sd_notify when systemd asks (NOTIFY_SOCKET): READY=1 once its state is loaded, WATCHDOG=1 each tick.
 """
 
@@ -173,7 +179,7 @@ def serve_api(state: dict, live: dict) -> None:
                       "/api/v1/status": [{"trade_id": p["id"], "pair": p["symbol"]} for p in opened],
                       "/api/v1/count": {"current": len(opened), "max": 10},
                       "/api/v1/health": {"last_process_ts": live["ts"], "pid": os.getpid(), "phase": live["phase"],
-                                         "open": len(opened)}}
+                                         "open": len(opened), "drain": live["drain"]}}
             if self.path not in routes:
                 return self.reply(404, {"detail": "Not Found"})
             return self.reply(200, routes[self.path])
@@ -193,6 +199,27 @@ def serve_api(state: dict, live: dict) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log(f"API on 127.0.0.1:{port}")
+
+
+def drain_request() -> tuple[bool, str | None]:
+    """(drained, the request id to echo). An operator's flag (`touch`, no JSON) drains too, with no id."""
+    try:
+        raw = DRAIN.read_bytes()
+    except FileNotFoundError:
+        return False, None
+    except OSError:  # there, but not readable by the bot's user (an operator's, mode 0600): drained all the same
+        return True, None
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return True, None
+    return True, rec.get("id") if isinstance(rec, dict) and isinstance(rec.get("id"), str) else None
+
+
+def ledger(event: str) -> None:
+    if CONFIG.get("ledger"):
+        with open(CONTROL / "trades", "a") as f:
+            f.write(f"{event} {time.time()!r}\n")
 
 
 def ids(state: dict) -> str:
@@ -221,7 +248,7 @@ def main() -> int:
         save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
     loaded_at = time.time()
-    live = {"ts": time.time(), "phase": "idle"}
+    live = {"ts": time.time(), "phase": "idle", "drain": None}
     if CONFIG.get("api"):
         serve_api(state, live)
     sd_notify("READY=1")
@@ -244,17 +271,30 @@ def main() -> int:
     damaged = False
     trade_seconds = float(CONFIG.get("trade_seconds", 0))
     hold = float(CONFIG.get("hold_seconds", 2))
+    slow_ack = float(CONFIG.get("slow_ack", 0))
+
+    def heartbeat(echo: dict) -> dict:
+        return {"ts": time.time(), "pid": os.getpid(), "phase": "trading" if trade_started is not None else "idle",
+                "open_positions": len(state["open_positions"]), "release": CONFIG.get("release"), **echo}
+
     while not stopping:
         tick += 1
-        now = time.time()
         sd_notify("WATCHDOG=1")
         if fault == "die_after" and time.monotonic() - started > float(CONFIG.get("die_after_seconds", 3)):
             log("fault injected: dying")
             return 1
-        may_open = not DRAIN.exists() or fault == "ignore_drain"
+        computed = heartbeat({})  # slow_ack writes this one: computed before the flag is read
+        # The flag is read once, before anything this tick decides; the heartbeat written at the end echoes its id.
+        drained, drain_id = drain_request()
+        if slow_ack:
+            select.select([woken], [], [], slow_ack)
+            write_atomic(HEARTBEAT, dict(computed, ts=time.time()))
+        now = time.time()
+        may_open = not drained or fault == "ignore_drain"
         wants = tick % int(CONFIG.get("open_every", 6)) == 0 or (CONFIG.get("start_with_trade") and not traded)
         if trade_started is None and may_open and wants:
             trade_started, traded = now, True
+            ledger("start")
             log("trade started")
         filled = not CONFIG.get("await_fill") or (CONTROL / "fill").exists()
         if trade_started is not None and now - trade_started >= trade_seconds and filled:
@@ -264,6 +304,7 @@ def main() -> int:
             state["open_positions"].append(pos)
             save_positions(state)
             trade_started = None
+            ledger("land")
             log(f"opened {pos['id']}")
         # A position this process loaded is held at least `hold` from its start, like one it opened: a restarted
         # bot re-judges its exits instead of closing at once what it just loaded (and what the probes check for).
@@ -288,12 +329,9 @@ def main() -> int:
             db = database()
             for _ in range(int(CONFIG["tick_rows"])):
                 db.execute("INSERT INTO ticks (ts, pid) VALUES (?, ?)", (time.time(), os.getpid()))  # each its own commit
-        live.update(ts=time.time(), phase="trading" if trade_started is not None else "idle")
-        if fault != "no_heartbeat":
-            write_atomic(HEARTBEAT, {"ts": time.time(), "pid": os.getpid(),
-                                     "phase": "trading" if trade_started is not None else "idle",
-                                     "open_positions": len(state["open_positions"]),
-                                     "release": CONFIG.get("release")})
+        live.update(ts=time.time(), phase="trading" if trade_started is not None else "idle", drain=drain_id)
+        if fault != "no_heartbeat" and not slow_ack:
+            write_atomic(HEARTBEAT, heartbeat({"drain": drain_id}))
         if not stopping:
             select.select([woken], [], [], TICK)
     sd_notify("STOPPING=1")
