@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .core.secret import is_secret
+from .core.secret import SECRET_NAMES, SECRET_RE, is_secret, is_secret_value
 from .errors import InputError
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -48,9 +48,69 @@ def _check(fn: typing.Callable[[Any], str | None]) -> dict[str, Any]:
     return {"check": fn}
 
 
+_NO_CREDENTIALS = "a URL without credentials in it (no user:password@, no token= in the query: they go in {}, " \
+    "which slotctl reads only to make the call and never prints)"
+
+
+def _credentials_in(v: str) -> bool:
+    """userinfo, or a query parameter named like a secret: what a URL key may not hold, since URLs are shown."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        u = urlsplit(v)
+        if u.username is not None or u.password is not None or "@" in u.netloc:
+            return True
+    except ValueError:
+        return False  # not a URL: said by the check's other words
+    return any(SECRET_RE.search(k) or k.lower() in SECRET_NAMES for k, _ in parse_qsl(u.query, keep_blank_values=True))
+
+
+def _url_check(credentials_key: str) -> typing.Callable[[str], str | None]:
+    def check(v: str) -> str | None:
+        from urllib.parse import urlsplit
+
+        if _credentials_in(v):
+            return _NO_CREDENTIALS.format(credentials_key)
+        try:
+            u = urlsplit(v)
+            ok = u.scheme in ("http", "https") and bool(u.hostname)
+            u.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            ok = False
+        return None if ok else "an http:// or https:// URL"
+    return check
+
+
+def _shown_url(v: Any) -> Any:
+    """A URL key's value as an error may show it: not at all when it holds credentials, or when it cannot be parsed."""
+    if isinstance(v, str) and (_credentials_in(v) or is_secret_value(v)):
+        return dataclasses.MISSING
+    return v
+
+
+def _url(credentials_key: str = "credentials_file") -> dict[str, Any]:
+    """Every URL-valued key: http(s), no credentials in it (they go in the named credentials file instead)."""
+    return {"check": _url_check(credentials_key), "show": _shown_url}
+
+
+_URL = _url()
+
+
+def _no_credentials(what: str) -> typing.Callable[[str], str | None]:
+    """A URL of another kind (a package index, a git remote): any scheme, no password or token in it."""
+    def check(v: str) -> str | None:
+        scp_user = re.match(r"^([^/@]+)@[^/]+:", v)  # git's user@host:path; user:password@ is a password
+        if ("://" in v and _credentials_in(v) and not re.match(r"^(ssh|git\+ssh)://[^:@/]+@", v)) or \
+                (scp_user and ":" in scp_user[1]):
+            return f"{what} without credentials in it (no user:password@ or token: use netrc, an ssh key or the " \
+                   "tool's own credential store)"
+        return None
+    return check
+
+
 @dataclass(frozen=True)
 class IndexConfig:
-    url: str | None = None
+    url: str | None = field(default=None, metadata={"check": _no_credentials("a URL"), "show": _shown_url})
     find_links: tuple[str, ...] = ()
     offline: bool = False
 
@@ -84,24 +144,6 @@ def _jmespath(v: str) -> str | None:
         return f"a JMESPath expression ({' '.join(str(e).split())})"
     return None
 
-
-def _url(v: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(v)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        return "an http:// or https:// URL"
-    if u.username or u.password:
-        return "a URL without credentials (put them in credentials_file, which slotctl never prints)"
-    return None
-
-
-def _redact_url(v: Any) -> Any:
-    """A URL as it may be shown in an error: any user:password in it replaced."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", v) if isinstance(v, str) else v
-
-
-_URL = {"check": _url, "show": _redact_url}
 
 # The keys each source reads; any other key set under it is a mistake, said so at load.
 SOURCE_KEYS = {"file": ("path", "select"), "sqlite": ("path", "query", "timeout"),
@@ -158,8 +200,10 @@ class QuiesceConfig:
     # Bots that take the drain request another way: a command (argv, no shell) or an HTTP POST.
     drain_command: tuple[str, ...] = ()
     undrain_command: tuple[str, ...] = ()
-    drain_url: str | None = None
-    undrain_url: str | None = None
+    drain_url: str | None = field(default=None, metadata=_url("drain_credentials_file"))  # POSTed
+    undrain_url: str | None = field(default=None, metadata=_url("drain_credentials_file"))
+    # "user:password" (HTTP basic auth) for drain_url and undrain_url: read at each call, never printed.
+    drain_credentials_file: str | None = field(default=None, metadata=_check(_absolute))
     timeout: float = field(default=300, metadata=_check(_positive))
     lock_wait: float = field(default=2, metadata=_check(_positive))  # per read of the positions file
     positions: PositionsConfig = PositionsConfig()
@@ -173,7 +217,8 @@ class HealthConfig:
     window: float = field(default=20, metadata=_check(_positive))
     positions: bool = True  # the new bot's open positions are the ones open at the gate, by id
     log_file: str | None = field(default="shared/logs/bot.log", metadata=_check(_relative))  # what the dashboard reads
-    http: str | None = None  # must answer 2xx during the window
+    http: str | None = field(default=None, metadata=_url("health.http_credentials_file"))  # 2xx during the window
+    http_credentials_file: str | None = field(default=None, metadata=_check(_absolute))  # as drain_credentials_file
     http_expect: dict[str, Any] = field(default_factory=dict)  # dotted JSON key -> value the answer must hold
     command: tuple[str, ...] = ()  # argv that must exit 0 during the window
     # systemd's own supervision, rendered into the units: for bots that speak sd_notify.
@@ -187,6 +232,8 @@ class BackupsConfig:
     keep: int = field(default=10, metadata=_check(_positive))
     # State files besides the positions file, as globs relative to the root; a sqlite file brings its -wal and -shm.
     files: tuple[str, ...] = ("shared/data/*.sqlite", "shared/data/*.sqlite3", "shared/data/*.db")
+    # Seconds a snapshot waits, in all, for a database the bot holds locked; then the deploy settles (exit 1).
+    busy_timeout: float = field(default=10.0, metadata=_check(_positive))
 
 
 SSH_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>[0-9]{1,5}))?$")
@@ -242,7 +289,7 @@ class AuditConfig:
 @dataclass(frozen=True)
 class HostConfig:
     name: str = field(metadata={"internal": True})
-    repo: str
+    repo: str = field(metadata={"check": _no_credentials("a repository path or URL"), "show": _shown_url})
     root: Path = Path("/opt/trading-bot")
     commit: str | None = field(default=None, metadata=_check(_full_sha))
     lockfile: str = field(default="requirements.lock", metadata=_check(_relative))
@@ -394,7 +441,7 @@ class _Checker:
                 if not isinstance(k, str) or not k:
                     self.fail(key, "string keys", k)
                 if vt is Any:
-                    if key.endswith("vars") and is_secret(k):
+                    if key.endswith("vars") and (is_secret(k) or is_secret_value(item)):
                         # Rendered into unit text, a secret would be readable by anyone; its value is never printed.
                         self.fail(f"{key}.{k}", "no secrets in vars: put them in a file named by environment_files")
                     if not isinstance(item, (str, int, float, bool)):
@@ -443,13 +490,17 @@ def to_document(host: HostConfig) -> dict[str, Any]:
     return {"version": 1, "hosts": {host.name: body}}
 
 
+# The source a mapping has when it names none: a host naming another one replaces the defaults' mapping whole.
+IMPLICIT_SOURCE = {"positions": PositionsConfig.source, "heartbeat": HeartbeatConfig.source}
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Key-by-key merge: a host overriding health.window keeps the other health defaults."""
     out = dict(base)
     for k, v in over.items():
         # A host naming another state source replaces the mapping: the default's url or query would not fit it.
         other_source = isinstance(v, dict) and "source" in v and isinstance(out.get(k), dict) and \
-            out[k].get("source", v["source"]) != v["source"]
+            out[k].get("source", IMPLICIT_SOURCE.get(k, v["source"])) != v["source"]
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("units", "vars") and not other_source:
             out[k] = _merge(out[k], v)
         else:
@@ -529,6 +580,7 @@ def parse(doc: Any, path: Path) -> Inventory:
                 c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
         host = _build(HostConfig, dict(merged, name=name, source=path))
         _check_sources(c, host, f"hosts.{name}")
+        _check_credentials(c, host, f"hosts.{name}")
         if host.service not in host.units:
             c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
         hosts[name] = host
@@ -554,6 +606,15 @@ def _check_sources(c: _Checker, host: HostConfig, key: str) -> None:
     if hb.source == "systemd" and not host.health.notify:
         c.fail(f"{key}.health.heartbeat.source", "health.notify: true with source systemd (systemd only knows a "
                "bot is alive from sd_notify: Type=notify and WatchdogSec)", hb.source)
+
+
+def _check_credentials(c: _Checker, host: HostConfig, key: str) -> None:
+    """A credentials file for a URL that is not there would be silently unused: said at load instead."""
+    q, h = host.quiesce, host.health
+    if q.drain_credentials_file and not (q.drain_url or q.undrain_url):
+        c.fail(f"{key}.quiesce.drain_credentials_file", "drain_url or undrain_url set too (it is sent to them)")
+    if h.http_credentials_file and not h.http:
+        c.fail(f"{key}.health.http_credentials_file", "health.http set too (it is sent to it)")
 
 
 def _source_keys(c: _Checker, cfg: Any, source: str, key: str, *, needs: tuple[str, ...],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import pwd
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -60,7 +61,24 @@ RELEASES = [
     # computed before reading the flag, and starts a 0.3 s trade whenever the flag was not there: mid-trade half the time.
     refbot.Release("slowack", config={"tick": 0.05, "slow_ack": 0.3, "open_every": 1, "trade_seconds": 0.3,
                                       "hold_seconds": 1, "ledger": True}),
+    # An API that listens only 1.5 s after the bot's start (test_state_sources.py): its heartbeat is "none yet" till then.
+    refbot.Release("http-late", config={"api": True, "api_delay": 1.5, "open_every": 100000, "hold_seconds": 100000}),
 ]
+
+
+BOT_USER = "slotbot-test"  # the system user the tests run a bot as, when they run it as anyone but root
+
+
+@pytest.fixture(scope="session")
+def bot_user() -> pwd.struct_passwd:
+    """A system user on the host, made before any sandbox of this session boots: a sandbox's root is an overlay of
+    the host's /, so it sees the account. Idempotent, and another worker making it meanwhile is fine."""
+    try:
+        return pwd.getpwnam(BOT_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", BOT_USER],
+                       capture_output=True, check=False)
+        return pwd.getpwnam(BOT_USER)
 
 
 @dataclass(frozen=True)

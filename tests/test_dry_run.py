@@ -4,27 +4,13 @@ verdict is the deploy's exit code, and the deploy is refused (exit 2) before it 
 from __future__ import annotations
 
 import os
-import pwd
-import subprocess
 
-import pytest
 import yaml
 
-from conftest import make_host, write_inventory
+from conftest import BOT_USER, make_host, write_inventory
 from helpers import active, deploy, envelope
 
-USER = "slotbot-test"  # the system user tests/test_unprivileged_bot.py runs the bot as
-
-
-@pytest.fixture(scope="session")
-def bot_user() -> pwd.struct_passwd:
-    """Made on the host before the sandbox that uses it boots (its root is an overlay of the host's /)."""
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                       capture_output=True, check=False)
-        return pwd.getpwnam(USER)
+USER = BOT_USER
 
 
 def edit(host, **defaults) -> None:

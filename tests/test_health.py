@@ -83,3 +83,21 @@ def test_positions_never_confirmed_by_the_end_of_the_window_fail_the_probe():
     unknown = obs(positions=None, heartbeat=Heartbeat(1004.5, 40, "idle", None))
     assert problems(unknown, WITH_POSITIONS, max_age=30, final=False) == []
     assert any("never showed that it loaded the 2 position(s)" in p for p in problems(unknown, WITH_POSITIONS, max_age=30, final=True))
+
+
+def test_an_http_heartbeat_that_does_not_answer_yet_is_none_yet_within_max_age_of_the_start():
+    """Like a heartbeat file not written yet: an API that listens a moment after its start fails nothing at first."""
+    from slotctl.core.health import Baseline, Observation, Unanswered, problems
+
+    base = Baseline(slot="blue", started_at=100.0, main_pid=7, n_restarts=0)
+    refused = Unanswered("heartbeat http://127.0.0.1:1/health: [Errno 111] Connection refused")
+
+    def obs(now: float, problem: str | None) -> Observation:
+        return Observation(now=now, active_state="active", sub_state="running", main_pid=7, n_restarts=0,
+                           process_slot="blue", heartbeat=None, heartbeat_problem=problem)
+
+    assert problems(obs(101.0, refused), base, 5, final=False) == []
+    assert refused in problems(obs(106.0, refused), base, 5, final=False)  # past max_age: a problem
+    assert refused in problems(obs(101.0, refused), base, 5, final=True)  # never answered in the window
+    other = "heartbeat http://127.0.0.1:1/health: HTTP 500"  # it answered, wrongly: a problem at once
+    assert other in problems(obs(101.0, other), base, 5, final=False)

@@ -103,3 +103,14 @@ def test_host_selection_needs_a_name_when_there_are_several(tmp_path):
         inv.select(["c"])
     assert [h.name for h in inv.select(["b"])] == ["b"]
     assert [h.name for h in inv.select([], all_hosts=True)] == ["a", "b"]
+
+
+def test_a_host_naming_another_positions_source_replaces_the_defaults_mapping_whose_source_is_implicit(tmp_path):
+    """The defaults' file source with a select, left implicit: a host's sqlite source does not inherit that select."""
+    inv = load(tmp_path, "version: 1\ndefaults: {repo: /r, quiesce: {positions: {path: shared/data/p.json, "
+                         "select: 'open_positions[].id'}}}\n"
+                         "hosts: {local: {quiesce: {positions: {source: sqlite, path: shared/data/bot.sqlite, "
+                         "query: 'SELECT id FROM trades WHERE is_open = 1'}}}, other: {}}\n")
+    local = inv.hosts["local"].quiesce.positions
+    assert (local.source, local.select, str(local.path)) == ("sqlite", None, "shared/data/bot.sqlite")
+    assert inv.hosts["other"].quiesce.positions.select == "open_positions[].id"  # the defaults' mapping elsewhere

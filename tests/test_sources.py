@@ -325,7 +325,7 @@ def test_a_source_named_wrongly_is_one_line_naming_the_key_and_what_was_expected
 def test_a_url_with_credentials_is_refused_without_showing_them(tmp_path):
     with pytest.raises(InputError) as e:
         host_with(tmp_path, quiesce={"positions": {"source": "http", "url": f"http://bot:{SECRET}@h/s", "select": "[]"}})
-    assert "credentials_file" in e.value.message and SECRET not in e.value.message and "***@h/s" in e.value.message
+    assert "credentials_file" in e.value.message and SECRET not in e.value.message and "@h/s" not in e.value.message
 
 
 def test_an_inventory_without_sources_reads_todays_contract_and_round_trips_to_a_remote_host(tmp_path):

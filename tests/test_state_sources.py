@@ -202,3 +202,18 @@ def test_a_type_notify_bot_is_alive_by_systemds_watchdog_through_a_deploy_and_th
     host.ctx.systemd.stop("trading-bot.service")
     stopped = host.cli("status")
     assert stopped.returncode == 3 and "systemd: unit is inactive/dead" in stopped.stdout
+
+
+def test_a_simple_bot_whose_api_listens_a_moment_after_its_start_deploys_and_its_late_heartbeat_counts(host, api):
+    """Type=simple: systemd calls it started at once, its API answers 1.5 s later. The refused connections in between
+    are "none yet", as a heartbeat file not written yet is; once it answers, the probe holds for the window."""
+    base, creds = api
+    host.reconfigure(config={"allow_differ": [*PACE, "api", "api_delay"]},
+                     health={"notify": False, "window": 4, "max_age": 3,
+                             "heartbeat": {"source": "http", "url": f"{base}/health", "credentials_file": creds,
+                                           "select": "{ts: last_process_ts, pid: pid, phase: phase, open_positions: open}"}})
+    assert deploy(host, "http-hold").returncode == 0
+    proc = deploy(host, "http-late")
+    assert proc.returncode == 0, proc.stderr
+    probe = envelope(proc)["hosts"]["local"]["probes"][0]
+    assert probe["ok"] and probe["evidence"]["heartbeat_age"] is not None  # the late API's own heartbeat was read

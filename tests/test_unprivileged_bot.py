@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import stat
 import subprocess
 
 import pytest
 import yaml
 
-from conftest import write_inventory
+from conftest import BOT_USER, write_inventory
 from helpers import active, assert_consistent, deploy, envelope, open_positions, running_slot, wait_for
 from slotctl.adapters.drain import Drain
 
-USER = "slotbot-test"
-
-
-@pytest.fixture(scope="session")
-def bot_user() -> pwd.struct_passwd:
-    """A system user on the host, made before any sandbox of this session boots: a sandbox's root is an overlay of
-    the host's /, so it sees the account. Idempotent, and another worker making it meanwhile is fine."""
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER],
-                       capture_output=True, check=False)
-        return pwd.getpwnam(USER)
+USER = BOT_USER
 
 
 @pytest.fixture

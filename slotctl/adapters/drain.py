@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
 import subprocess
 import time
 from pathlib import Path
 
+from ..core.secret import redact_url
 from ..errors import SlotctlError
 from ..inventory import HostConfig
-from . import fs, ownership
+from . import credentials, fs, ownership
 from .journal import who
 
 
@@ -27,19 +30,32 @@ class Drain:
 
     def __init__(self, host: HostConfig) -> None:
         self.host, self.q = host, host.quiesce
-        self.flag: Path = host.path(host.quiesce.drain_file)
+        self.flag: Path = host.root / host.quiesce.drain_file
         self.sent = False  # the drain command or URL was called for this deploy
         self._ours = False  # the flag is this deploy's (request() wrote it)
         self.id: str | None = None  # this request's id, in our flag; a fresh one per request (renew())
         self._deploy, self._since = "", 0.0
 
     def active(self) -> dict | None:
-        """The flag's record when the bot is drained, else None."""
-        exists, rec = fs.read_json_object(self.flag)
-        if not exists:
-            return None
-        if rec is None:  # an operator's `touch`: nobody's deploy
-            return {"since": self.flag.stat().st_mtime, "by": "?", "deploy": "?"}
+        """The flag's record when the bot is drained, else None. It lies in a directory the bot's user owns: read
+        without following a link, without blocking, at most fs.JSON_CAP; anything but a regular file there (a
+        link, a FIFO, a directory) is no flag slotctl reads or replaces: DrainError, naming it."""
+        try:
+            fd = fs.open_beneath(self.host.root, self.host.quiesce.drain_file)
+            if fd is None:
+                return None
+            try:
+                raw, mtime = fs.read_capped(fd, self.flag, fs.JSON_CAP), os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+        except fs.Unsafe as e:
+            raise DrainError(f"quiesce.drain_file {e}") from None
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):  # an operator's `touch`: nobody's deploy
+            return {"since": mtime, "by": "?", "deploy": "?"}
         return rec
 
     def set_by(self, deploy_id: str) -> bool:
@@ -106,8 +122,7 @@ class Drain:
         fs.remove_file(self.flag)
         return True
 
-    @staticmethod
-    def _call(command: tuple[str, ...], url: str | None, what: str) -> None:
+    def _call(self, command: tuple[str, ...], url: str | None, what: str) -> None:
         if command:
             try:
                 proc = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
@@ -120,12 +135,20 @@ class Drain:
             import urllib.error  # deferred: status and every CLI start would pay for it
             import urllib.request
 
-            req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            if self.q.drain_credentials_file:  # read now, at each call: never at load, never printed
+                try:
+                    headers.update(credentials.basic_auth(self.q.drain_credentials_file, "quiesce.drain_credentials_file"))
+                except credentials.CredentialsError as e:
+                    raise DrainError(e.message) from None
+            shown = redact_url(url)
+            req = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=10) as resp:
                     if not 200 <= resp.status < 300:
-                        raise DrainError(f"quiesce.{what}_url {url}: HTTP {resp.status}")
+                        raise DrainError(f"quiesce.{what}_url {shown}: HTTP {resp.status}")
             except urllib.error.HTTPError as e:
-                raise DrainError(f"quiesce.{what}_url {url}: HTTP {e.code}") from None
+                refused = " (credentials refused)" if e.code in (401, 403) else ""
+                raise DrainError(f"quiesce.{what}_url {shown}: HTTP {e.code}{refused}") from None
             except (urllib.error.URLError, OSError) as e:
-                raise DrainError(f"quiesce.{what}_url {url}: {getattr(e, 'reason', e)}") from None
+                raise DrainError(f"quiesce.{what}_url {shown}: {getattr(e, 'reason', e)}") from None

@@ -7,16 +7,27 @@ import subprocess
 from typing import Any
 
 
-def http(url: str, expect: dict[str, Any], timeout: float = 5) -> str | None:
+def http(url: str, expect: dict[str, Any], timeout: float = 5, credentials_file: str | None = None) -> str | None:
+    """credentials_file: health.http_credentials_file, sent as basic auth (adapters.credentials), read at each call."""
     import urllib.error  # deferred: only hosts with an HTTP probe pay for it
     import urllib.request
 
+    from ..core.secret import redact_url
+    from .credentials import CredentialsError, basic_auth
+
+    headers = {}
+    if credentials_file:
+        try:
+            headers = basic_auth(credentials_file, "health.http_credentials_file")
+        except CredentialsError as e:
+            return e.message
+    real, url = url, redact_url(url)  # url, as every problem below shows it: a token in its path never
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(real, headers=headers), timeout=timeout) as resp:
             body = resp.read(1 << 20)
             status = resp.status
     except urllib.error.HTTPError as e:
-        return f"health.http {url}: HTTP {e.code}"
+        return f"health.http {url}: HTTP {e.code}" + (" (credentials refused)" if e.code in (401, 403) else "")
     except (urllib.error.URLError, OSError) as e:
         return f"health.http {url}: {getattr(e, 'reason', e)}"
     if not 200 <= status < 300:

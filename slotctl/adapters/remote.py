@@ -3,11 +3,13 @@
 The atomic parts of a switch never cross the network: the remote slotctl does
 the whole deploy on its host, and the controller only reads its --json envelope.
 Every command line is built with shlex from a list; no inventory value reaches a
-shell unquoted.
+shell unquoted, and the inventory itself never is on a command line (any user's
+`ps` on the host would show it): it travels on the SSH channel's stdin.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -106,6 +108,14 @@ def connection_errors() -> tuple[type[BaseException], ...]:
     return (CommandTimedOut, paramiko.SSHException, TimeoutError, OSError, EOFError)
 
 
+class _Whole(io.StringIO):
+    """stdin for conn.run: invoke reads a stream that is not a terminal one byte per 10 ms poll; this one hands over
+    all it has at each read, so the inventory goes in one write and invoke then closes the channel's stdin (EOF)."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
+
+
 def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
     """Run `slotctl --json <command>` on the host against its own inventory; never hangs past the timeouts."""
     t0 = time.monotonic()
@@ -117,12 +127,12 @@ def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
     def fail(code: int, why: str, reachable: bool = True) -> RemoteResult:
         return RemoteResult(host.name, code, None, why, time.monotonic() - t0, reachable)
 
-    # One round trip: the inventory travels inside the command, is kept on the host (for an operator's
-    # own slotctl there) by a rename, and slotctl runs against it. Every word is quoted by shlex.
+    # One round trip: the inventory comes on stdin (never on a command line, where `ps` shows it), is kept
+    # on the host (for an operator's own slotctl there) by a rename, and slotctl runs against it.
     script = " && ".join([
         "umask 077",
         shlex.join(["mkdir", "-p", state]),
-        f"printf %s {shlex.quote(json.dumps(to_document(host)))} > {shlex.quote(tmp)}",
+        f"cat > {shlex.quote(tmp)}",
         shlex.join(["mv", "-f", tmp, inv]),
         version_guard(r.command),
         "exec " + shlex.join([r.command, "-i", inv, "--json", *command]),
@@ -130,7 +140,7 @@ def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
     try:
         with connection(host) as conn:
             res = conn.run(shlex.join(["sh", "-c", script]), hide=True, warn=True, timeout=r.command_timeout,
-                           in_stream=False)
+                           in_stream=_Whole(json.dumps(to_document(host))), echo_stdin=False)
     except connection_errors() as e:
         why, reachable = unreachable(host, e)
         return fail(UNREACHABLE, why, reachable)

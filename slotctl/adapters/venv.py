@@ -20,6 +20,7 @@ from pathlib import Path
 from ..core.lockfile import Pin, normalize
 from ..errors import BuildError
 from ..inventory import IndexConfig
+from . import venvfiles
 
 
 def uv_bin() -> str:
@@ -108,17 +109,32 @@ def verify_local_files(index: IndexConfig, pins: dict[str, Pin]) -> None:
                                  "tampered with or rebuilt; refusing to build")
 
 
-def build(venv: Path, python: str, lockfile: Path, index: IndexConfig, *, runs_as: Path | None = None) -> None:
+def build(venv: Path, python: str, lockfile: Path, index: IndexConfig, *, runs_as: Path | None = None,
+          no_cache: bool = False) -> None:
     """A relocatable venv (uv writes no absolute path into its scripts) with its bytecode compiled as if it lay at
     runs_as, the path the bot runs it through (trading-bot-current/venv): the same bytes whichever slot built it,
-    so a code-only deploy may reuse it (reuse below)."""
+    so a code-only deploy may reuse it (reuse below).
+
+    Every file is a copy (`--link-mode copy`), never a hard link into uv's cache: an edit of one slot's file must
+    change neither the cache nor any later build. no_cache: extract every wheel afresh (uv's cache held an edited
+    file: a venv built before copies, whose edits reached the cache through the link)."""
     uv = uv_bin()
     _run(_venv_argv(python, venv), f"uv venv --python {python}")
-    _run([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes",
+    _run([uv, "pip", "sync", "--no-config", "--quiet", "--require-hashes", "--link-mode", "copy",
+          *(["--no-cache", "--reinstall"] if no_cache else []),
           "--python", str(venv / "bin" / "python"), *_index_args(index), str(lockfile)],
          f"installing {lockfile.name} into {venv}")
-    compile_bytecode(venv / "bin" / "python", sorted(venv.glob("lib/python*/site-packages")), venv, runs_as or venv,
-                     strict=False)
+    sites = sorted(venv.glob("lib/python*/site-packages"))
+    # Copies get the time of the copy, and bytecode records its source's mtime: one fixed mtime keeps every build's
+    # bytecode the same bytes (as hard links from uv's cache did), so a code-only deploy's venv equals a rebuild.
+    for site in sites:
+        for dirpath, _, filenames in os.walk(site):
+            for name in filenames:
+                os.utime(os.path.join(dirpath, name), (_SOURCE_MTIME, _SOURCE_MTIME), follow_symlinks=False)
+    compile_bytecode(venv / "bin" / "python", sites, venv, runs_as or venv, strict=False)
+
+
+_SOURCE_MTIME = 315532800  # 1980-01-01, the earliest time a wheel's zip can hold
 
 
 _PARALLEL_FROM = 200  # .py files
@@ -151,24 +167,31 @@ def _cfg(venv: Path) -> dict[str, str]:
     return out
 
 
-def reuse(donor: Path, venv: Path, python: str) -> bool:
-    """Give venv the donor's installed environment when uv would pick the same interpreter for it; False if not.
+def reuse(donor: Path, venv: Path, python: str, stamps: dict | None, *, move: bool) -> venvfiles.Result | None:
+    """Give venv the donor's installed environment when uv would pick the same interpreter for it: None if not.
 
-    The files are hard links: the donor's slot can be rebuilt or deleted (both replace directories, never write
-    into a file) without touching this one. uv links from its cache the same way."""
+    Never a hard link: the new slot's files must be its own. move (the donor is the release this build replaces,
+    discarded once the build is switched to; build.put_back moves it back): a rename, after the donor's files pass
+    the check. Else a copy, every file hashed as it is read. Either way the result's problems are the donor's files
+    that differ from their RECORD or build; venv holds the donor's files only when there are none."""
     _run(_venv_argv(python, venv), f"uv venv --python {python}")
     want = _cfg(venv)
     try:
         have = _cfg(donor)
     except OSError:
-        return False
+        return None
     if any(want.get(k) != have.get(k) for k in _SAME_INTERPRETER) or have.get("relocatable") != "true":
-        return False
+        return None
     shutil.rmtree(venv)
-    proc = _group_run(["cp", "-a", "--link", str(donor), str(venv)])
-    if proc.returncode != 0:
-        raise BuildError(f"linking {donor} into {venv} failed: {proc.stderr.strip() or proc.returncode}")
-    return True
+    if move:
+        res = venvfiles.check(donor, stamps)
+        if not res.problems:
+            os.rename(donor, venv)
+        return res
+    res = venvfiles.copy(donor, venv, stamps)
+    if res.problems:
+        shutil.rmtree(venv)
+    return res
 
 
 @functools.lru_cache(maxsize=8)

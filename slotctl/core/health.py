@@ -24,6 +24,11 @@ def echoed_drain(doc: dict) -> str | None:
     return doc["drain"] if isinstance(doc["drain"], str) else ""
 
 
+class Unanswered(str):
+    """A problem reading a heartbeat source that did not answer at all (connection refused, timed out): right after a
+    start that is "none yet", as a heartbeat file not written yet is; later, a problem like any other."""
+
+
 # A heartbeat dated later than now by more than this is wrong (milliseconds written as seconds, a clock
 # step): never "fresh forever".
 FUTURE_TOLERANCE = 2.0
@@ -111,7 +116,8 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
         found.append(f"main process changed from pid {base.main_pid} to {obs.main_pid}: the first one died")
     if obs.main_pid and obs.process_slot is not None and obs.process_slot != base.slot:
         found.append(f"main process runs from slot {obs.process_slot}, expected {base.slot}")
-    if obs.heartbeat_problem:
+    early = obs.now - base.started_at <= max_age and not final
+    if obs.heartbeat_problem and not (isinstance(obs.heartbeat_problem, Unanswered) and early):
         found.append(obs.heartbeat_problem)
     hb = obs.heartbeat
     fresh = hb is not None and hb.ts >= base.started_at
@@ -122,7 +128,7 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
             found.append(age_problem)
         if hb.pid is not None and obs.main_pid and hb.pid != obs.main_pid:
             found.append(f"heartbeat written by pid {hb.pid}, but the unit's main pid is {obs.main_pid}")
-    elif obs.now - base.started_at > max_age or final:
+    elif not early:
         found.append(f"no heartbeat written since the restart {obs.now - base.started_at:.1f}s ago")
     loaded, problem = positions_loaded(obs, base)
     if problem:

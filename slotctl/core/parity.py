@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .lockfile import Pin
-from .secret import SHOWN, is_secret, redact
+from .secret import SHOWN, hides, redact
 
 DRIFT, ALLOWED, INFO = "drift", "allowed", "info"
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # dependency | python | config | unit | manifest
+    kind: str  # dependency | venv | python | config | unit | manifest
     subject: str  # what differs: a distribution, a key path, a unit, a file
     detail: str
     severity: str = DRIFT
@@ -176,12 +176,13 @@ def _config_finding(file: str, key: str, was: Any, now: Any, severity: str, acti
                     candidate_name: str) -> Finding:
     """Findings reach the plan, the journal and JSON: a secret-looking key's values never go in them."""
     subject = f"{file}:{key}"
-    if is_secret(subject):  # the file's name counts too: all of secrets.yaml is secret
+    # The file's name counts too (all of secrets.yaml is secret), and so does a value that is itself a credential.
+    if hides(subject, was) or hides(subject, now):
         was, now = (_show(v) if v is _MISSING else SHOWN for v in (was, now))
         return Finding("config", subject, f"changed: {was} in {active_name}, {now} in {candidate_name} "
                        "(the key looks secret: its values are never shown)", severity, was, now)
     # A key that is not secret may still hold one (a whole section added or removed).
-    was, now = _show(redact(was)), _show(redact(now))
+    was, now = _show(redact(was, subject)), _show(redact(now, subject))
     return Finding("config", subject, f"{was!r} in {active_name}, {now!r} in {candidate_name}", severity, was, now)
 
 

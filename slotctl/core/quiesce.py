@@ -12,6 +12,9 @@ from .health import FUTURE_TOLERANCE, Heartbeat
 # disagrees): not known yet, waited on like "locked", never taken for flat.
 OK, MISSING, EMPTY, TORN, INVALID, LOCKED = "ok", "missing", "empty", "torn", "invalid", "locked"
 UNREADABLE = "unreadable"
+# "unsafe": a path of the bot's that slotctl will not open (a link, a FIFO, a device, a socket, a directory, a file
+# over its size cap: fs.Unsafe): not known, waited on whether or not the bot runs, never taken for flat.
+UNSAFE = "unsafe"
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     saw this drain request (see unacknowledged()). flat also needs no open position; recorded, every open one on disk.
     """
     p, hb = obs.positions, obs.heartbeat
+    if p.state == UNSAFE:
+        return False, f"positions not read ({p.detail}); waiting, not reading it as empty"
     if p.state == LOCKED:
         return False, f"positions locked by the bot ({p.detail}); waiting, not reading it as empty"
     if p.state == UNREADABLE:

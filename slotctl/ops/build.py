@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import __version__, faults
-from ..adapters import fs, ownership
+from ..adapters import fs, ownership, venvfiles
 from ..adapters import git as gitsrc
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
@@ -62,6 +62,8 @@ def put_back(slot_dir: Path) -> bool:
     aside = _aside(slot_dir)
     if not aside.exists():
         return False
+    if not (aside / "venv").exists() and (slot_dir / "venv").is_dir():
+        os.rename(slot_dir / "venv", aside / "venv")  # a code-only build had moved it (_reuse_venv): the release's own
     fs.discard(slot_dir, _trash(slot_dir))
     os.rename(aside, slot_dir)
     fs.fsync_dir(slot_dir.parent)
@@ -190,28 +192,57 @@ def build(ctx: HostContext, commit: str | None = None, planned: Plan | None = No
         raise BuildError(f"building slot {p.slot} failed, nothing switched: {e.strerror or e}{where}") from None
 
 
-def _reuse_venv(ctx: HostContext, p: Plan, slot_dir: Path) -> str:
-    """A code-only deploy: reuse the venv of a release proven good, built from the same lockfile bytes. The active
-    slot first, then the release this build replaces (set aside, still whole). Returns what was reused, or ""."""
+def _reuse_venv(ctx: HostContext, p: Plan, slot_dir: Path) -> tuple[str, dict]:
+    """A code-only deploy: reuse a venv built from the same lockfile bytes whose every file still matches its
+    RECORD and its build (venvfiles). First the release this build replaces (set aside, discarded once the build is
+    switched to): its venv is moved, which costs nothing. Then the active slot's, copied: a slot's files are its
+    own. Returns what was reused and the new venv's stamps, or ("", {})."""
     from ..core.manifest import ManifestProblem, parse
 
     digest = hashlib.sha256(p.lock_bytes).hexdigest()
-    donors = ([(p.active, ctx.layout.slot(p.active))] if p.active else []) + [(p.slot, _aside(slot_dir))]
-    for name, d in donors:
+    donors = [(p.slot, _aside(slot_dir), True)] + ([(p.active, ctx.layout.slot(p.active), False)] if p.active else [])
+    for name, d, move in donors:
         try:
             m = parse((d / "slot.json").read_text())
         except (OSError, ManifestProblem):
             continue
-        if m.verdict != "good" or not m.venv_relocatable or m.lockfile_sha256 != digest:
+        # Unproven is fine: the files are checked below. A bad release's venv is never trusted again.
+        if m.verdict == "bad" or not m.venv_relocatable or m.lockfile_sha256 != digest:
             continue
         if venvmod.distributions(d / "venv") != m.distributions:  # changed by hand since its build: not a copy to make
             ctx.say(f"  slot {name}'s venv differs from what its build installed: not reusing it")
             continue
-        with ctx.progress(f"linking the venv of slot {name} ({m.commit[:12]}): same lockfile"):
-            if venvmod.reuse(d / "venv", slot_dir / "venv", ctx.host.python):
-                return f"slot {name} ({m.commit[:12]})"
+        how = "moving the venv of the release it replaces" if move else "copying the venv of active slot"
+        with ctx.progress(f"{how} {name} ({m.commit[:12]}), checked file by file: same lockfile"):
+            res = venvmod.reuse(d / "venv", slot_dir / "venv", ctx.host.python, venvfiles.load_stamps(d), move=move)
+        if res is not None and not res.problems:
+            ctx.say(f"  venv {'moved' if move else f'copied ({res.hashed} files)'} from slot {name}, every file as built")
+            return f"slot {name} ({m.commit[:12]})", res.files
+        if res is not None:
+            ctx.say(f"  slot {name}'s venv: {len(res.problems)} file(s) differ from their RECORD or build "
+                    f"({'; '.join(res.lines()[:3])}): not reusing it")
         shutil.rmtree(slot_dir / "venv", ignore_errors=True)
-    return ""
+    return "", {}
+
+
+def _fresh_venv(ctx: HostContext, p: Plan, slot_dir: Path, lock_path: Path) -> dict:
+    """The venv installed from the lockfile, sealed, every file hashed against its RECORD; returns its stamps. A file
+    that differs in a fresh install came from uv's cache (edited through a hard link by a slotctl before copies):
+    the venv is installed again with every wheel extracted afresh, never with that file."""
+    host, venv = ctx.host, slot_dir / "venv"
+    for no_cache in (False, True):
+        with ctx.progress(f"building the venv of slot {p.slot} with uv{' (without its cache)' if no_cache else ''}"):
+            venvmod.build(venv, host.python, lock_path, host.index, runs_as=ctx.layout.current / "venv",
+                          no_cache=no_cache)
+        ownership.seal_slot(venv)  # modes before the stamps: a chmod changes a file's ctime
+        res = venvfiles.check(venv, None, build=True)
+        if not res.problems:
+            return res.files
+        ctx.say(f"  uv's cache gave files that differ from their RECORD ({'; '.join(res.lines()[:3])})"
+                + ("" if no_cache else ": installing again without it"))
+        shutil.rmtree(venv)
+    raise BuildError(f"venv of slot {p.slot}: {'; '.join(res.lines()[:5])}: differ from their RECORD after a fresh "
+                     "install")
 
 
 def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> BuildResult:
@@ -229,10 +260,10 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
         lock_path = slot_dir / "requirements.lock"
         fs.atomic_write_bytes(lock_path, p.lock_bytes)
         t_venv = time.monotonic()
-        venv_from = _reuse_venv(ctx, p, slot_dir) if reuse_venv else ""
+        venv_from, stamps = _reuse_venv(ctx, p, slot_dir) if reuse_venv else ("", {})
         if not venv_from:
-            with ctx.progress(f"building the venv of slot {p.slot} with uv"):
-                venvmod.build(slot_dir / "venv", host.python, lock_path, host.index, runs_as=layout.current / "venv")
+            stamps = _fresh_venv(ctx, p, slot_dir, lock_path)
+        venvfiles.write_stamps(slot_dir, stamps)
         # A reused venv passes the same checks as a fresh one: what is installed is what the lockfile pins.
         installed = venvmod.distributions(slot_dir / "venv")
         _check_installed_equals_lock(installed, p.pins, host.lockfile)
@@ -241,7 +272,7 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
         ctx.say(f"  venv: {len(installed)} distribution{'' if len(installed) == 1 else 's'}"
                 f"{f', reused from {venv_from}' if venv_from else ''} in {time.monotonic() - t_venv:.1f}s")
         digests = unitsmod.write(slot_dir / "units", p.rendered)
-        ownership.seal_slot(slot_dir, skip=(slot_dir / "venv",) if venv_from else ())  # a reused venv: sealed by its build
+        ownership.seal_slot(slot_dir, skip=(slot_dir / "venv",))  # sealed before its stamps were taken
         config = read_config_files(slot_dir / "src", host.config.files)
         manifest = Manifest(
             slot=p.slot,

@@ -162,12 +162,14 @@ class HostContext:
         if self.host.health.heartbeat.source != "file":
             time.sleep(seconds)
             return
-        path = self.host.path(self.host.health.heartbeat_file)
+        from ..adapters import fs
 
         def stamp() -> tuple[int, int] | None:
             try:
-                st = path.stat()
-            except OSError:
+                st = fs.lstat_beneath(self.host.root, self.host.health.heartbeat_file)
+            except (OSError, fs.Unsafe):
+                return None
+            if st is None:
                 return None
             return st.st_ino, st.st_mtime_ns  # a bot that writes atomically makes a new inode each time
 
@@ -189,12 +191,20 @@ class HostContext:
 
             n = self.systemd.notify_state(self.host.service)
             return heartbeat_from_systemd(time.time(), **n)
-        path = self.host.path(self.host.health.heartbeat_file)
+        from ..adapters import fs
+
+        # The bot's file: no link it could place followed, never blocking, a regular file, at most JSON_CAP.
+        path = self.host.root / self.host.health.heartbeat_file
         try:
-            raw = path.read_bytes()
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return None, None
+            fd = fs.open_beneath(self.host.root, self.host.health.heartbeat_file)
+            if fd is None:
+                return None, None
+            try:
+                raw, mtime = fs.read_capped(fd, path, fs.JSON_CAP), os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+        except fs.Unsafe as e:
+            return None, f"heartbeat {e}"
         except OSError as e:
             return None, f"heartbeat {path}: unreadable: {e.strerror}"
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import interrupts
 from ..adapters import backups, state
 from ..adapters.drain import Drain, DrainError
-from ..core.quiesce import GateObservation, Positions, gate, suspicious
+from ..core.quiesce import EMPTY, MISSING, OK, UNSAFE, GateObservation, Positions, gate, suspicious
 from ..errors import SlotctlError, SystemdError
 from .host import HostContext
 
@@ -36,11 +36,17 @@ def observe(ctx: HostContext, drain_since: float | None, drain_id: str | None = 
     hb, _ = ctx.heartbeat()
     if seen is not None and hb is not None and drain_since is not None and hb.ts >= drain_since:
         seen.add(hb.ts)
+    positions = ctx.positions()
+    if positions.state in (OK, EMPTY, MISSING):
+        # A state file the snapshot would refuse (a link, a FIFO, over its cap): the gate waits, as for a lock.
+        refused = backups.problems(ctx.host)
+        if refused:
+            positions = Positions(UNSAFE, detail=f"state file {refused[0]}")
     return GateObservation(
         now=time.time(),
         bot_running=st.alive,
         heartbeat=hb,
-        positions=ctx.positions(),
+        positions=positions,
         drain_since=drain_since,
         phases=ctx.host.health.heartbeat.source == "file",
         drain_id=drain_id,

@@ -97,7 +97,7 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
             put_back(slot_dir)
             actions.append(f"put back slot {slot}'s previous release (the rollback target): the deploy never switched")
     # Only temp names slotctl itself makes (fs._temp_name): unit_dir is shared with every other package.
-    ours = [layout.current, layout.state_dir / "lock.holder", ctx.host.path(ctx.host.quiesce.drain_file),
+    ours = [layout.current, layout.state_dir / "lock.holder", ctx.host.root / ctx.host.quiesce.drain_file,
             *(ctx.host.unit_dir / u for u in ctx.known_units())]
     for target in ours:
         for tmp in target.parent.glob(f".{target.name}.*.tmp") if target.parent.is_dir() else ():
@@ -107,6 +107,11 @@ def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -
     for tmp in layout.backups.glob(".tmp-*") if layout.backups.is_dir() else ():
         shutil.rmtree(tmp, ignore_errors=True)
         actions.append(f"removed an unfinished snapshot {tmp.name}")
+    # A snapshot's private links to the database it checked (adapters.state.checked_sqlite), left by a kill.
+    for tmp in layout.state_dir.glob(".sqlite-*") if layout.state_dir.is_dir() else ():
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+            actions.append(f"removed a killed snapshot's links {tmp.name}")
     fs.empty_trash(layout.trash)  # a discarded release whose deletion was cut short: in the background
 
 

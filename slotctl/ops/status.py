@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters import backups, state
-from ..adapters.drain import Drain
+from ..adapters import backups, fs, state
+from ..adapters.drain import Drain, DrainError
 from ..core.health import UnitSeen, heartbeat_age_problem, unit_problems
 from ..core.layout import SLOTS
 from ..core.quiesce import OK as OK_STATE
-from ..core.quiesce import GateObservation, suspicious
+from ..core.quiesce import UNSAFE, GateObservation, suspicious
 from ..errors import AUDIT_FAILED, OK, SlotctlError, SystemdError
 from . import boot
 from . import hold as holds
@@ -109,7 +109,7 @@ def status(ctx: HostContext) -> Status:
             found["RISK-010"].append(f"parity of slot {active}: {e.message}")
         else:
             findings = [f.to_dict() for f in report.findings]
-            owner = {"dependency": "RISK-010", "python": "RISK-010", "config": "RISK-008", "unit": "RISK-004",
+            owner = {"dependency": "RISK-010", "venv": "RISK-010", "python": "RISK-010", "config": "RISK-008", "unit": "RISK-004",
                      "manifest": "SLOTCTL-RELEASE"}
             for f in report.drift:
                 found[owner[f.kind]].append(f"drift: {f.line()}")
@@ -165,7 +165,7 @@ def status(ctx: HostContext) -> Status:
     if hb_problem:
         found["RISK-015"].append(hb_problem)
     elif hb is None:
-        found["RISK-015"].append(f"heartbeat {host.path(host.health.heartbeat_file)}: missing" if host.health.heartbeat.source
+        found["RISK-015"].append(f"heartbeat {host.root / host.health.heartbeat_file}: missing" if host.health.heartbeat.source
                                  == "file" else f"heartbeat ({host.health.heartbeat.source}): none")
     else:
         now = time.time()
@@ -183,7 +183,7 @@ def status(ctx: HostContext) -> Status:
     pos = ctx.positions()
     positions = {"source": host.quiesce.positions.source, "state": pos.state, "open": list(pos.ids), "detail": pos.detail}
     running = st is not None and st.running
-    if running and pos.state not in (OK_STATE,):
+    if (running and pos.state not in (OK_STATE,)) or pos.state == UNSAFE:  # a FIFO or a link there: whether or not it runs
         found["RISK-006"].append(f"{source} is {pos.state}" + (f": {pos.detail}" if pos.detail else ""))
     elif running and hb is not None and hb.open_positions is not None and hb.open_positions != pos.count:
         # A heartbeat older than the state may simply not have caught up yet: only a newer one can disagree.
@@ -200,6 +200,8 @@ def status(ctx: HostContext) -> Status:
     evidence["RISK-012"] = {"positions": pos.state, "newest_good_snapshot": newest_good["id"] if newest_good else None}
     if active is not None and newest_good is None:
         found["RISK-017"].append(f"no good snapshot of the bot's state in {ctx.layout.backups}")
+    # A state file the next snapshot would refuse (a link, a FIFO, a device, over its cap): the gate waits on it.
+    found["RISK-017"] += [f"state file {p}: the snapshot refuses it" for p in backups.problems(host)]
     evidence["RISK-017"] = {"snapshots": len(snaps), "newest_good": newest_good["id"] if newest_good else None}
 
     # Two instances on one database close each other's trades (freqtrade's users learnt it): no process of
@@ -210,14 +212,18 @@ def status(ctx: HostContext) -> Status:
     # Bot and dashboard read and write the same places (RISK-013).
     if active is not None and slots[active]["complete"]:
         found["RISK-013"] += _shared_paths(ctx, active, st)
-    evidence["RISK-013"] = {"log_file": str(host.path(host.health.log_file)) if host.health.log_file else None}
+    evidence["RISK-013"] = {"log_file": str(host.root / host.health.log_file) if host.health.log_file else None}
 
-    drained = Drain(host).active()
+    try:
+        drained = Drain(host).active()
+    except DrainError as e:
+        drained = None
+        found["SLOTCTL-DRAIN"].append(e.message)
     if drained is not None:
         from ..adapters import journal
         from ..core.history import unfinished
 
-        flag = host.path(host.quiesce.drain_file)
+        flag = host.root / host.quiesce.drain_file
         open_deploy = unfinished(journal.read(ctx.layout.journal)[0])
         if open_deploy is not None and open_deploy.id == drained.get("deploy"):
             todo = f"finish that deploy (`slotctl recover`) or remove {flag}"
@@ -250,7 +256,7 @@ def _databases_open_elsewhere(ctx: HostContext, active: str) -> tuple[list[str],
     """Processes running from a slot other than the active one (by cwd or executable) with one of the bot's
     SQLite databases (backups.files, a sqlite positions source) open, found in /proc/PID/fd."""
     try:
-        dbs = {os.path.realpath(p): p for p in backups.state_files(ctx.host) if backups.is_sqlite(p)}
+        dbs = {os.path.realpath(p): p for p in backups.state_files(ctx.host) if backups.is_sqlite(p, ctx.host.root)}
     except SlotctlError:
         return [], {}  # a state file linked out of the root: the snapshot refuses it and says so
     if not dbs:
@@ -296,14 +302,16 @@ def _state_written(ctx: HostContext, read_at: float) -> float:
     if source not in ("file", "sqlite"):
         return read_at
     path = state.positions_path(ctx.host)
-    return max(_mtime(path), _mtime(path.with_name(path.name + "-wal")) if source == "sqlite" else 0.0)
+    return max(_mtime(ctx, path), _mtime(ctx, path.with_name(path.name + "-wal")) if source == "sqlite" else 0.0)
 
 
-def _mtime(path) -> float:
+def _mtime(ctx: HostContext, path) -> float:
+    """A bot's file's mtime, no link it could place followed; 0 when missing or not a regular file (named elsewhere)."""
     try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
+        st = fs.lstat_beneath(ctx.host.root, fs.rel_to(ctx.host.root, path))
+    except fs.Unsafe:
         return 0.0
+    return st.st_mtime if st else 0.0
 
 
 def _environment(unit_text: str) -> dict[str, str]:
@@ -336,9 +344,14 @@ def _shared_paths(ctx: HostContext, active: str, st) -> list[str]:
                                 "they do not read and write the same place")
     log_file = ctx.host.health.log_file
     if log_file and st is not None and st.running:
-        path = ctx.host.path(log_file)
-        if _mtime(path) < st.exec_main_start_us / 1e6:
-            problems.append(f"log file {path} not written since the bot started: the dashboard reads it")
+        path = ctx.host.root / log_file
+        try:
+            fs.lstat_beneath(ctx.host.root, log_file)
+        except fs.Unsafe as e:
+            problems.append(f"log file {e}")
+        else:
+            if _mtime(ctx, path) < st.exec_main_start_us / 1e6:
+                problems.append(f"log file {path} not written since the bot started: the dashboard reads it")
     return problems
 
 

@@ -117,15 +117,16 @@ def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[
             ids = read.ids
             mtime = state.positions_written_at(ctx.host, read_at, hb.ts if hb is not None else None)
     log_mtime = None
-    if h.log_file:
-        try:
-            log_mtime = ctx.host.path(h.log_file).stat().st_mtime
-        except FileNotFoundError:
-            pass
     found: list[str] = []
+    if h.log_file:
+        try:  # the bot's file: its mtime only, no link it could place followed (fs.lstat_beneath)
+            seen = fs.lstat_beneath(ctx.host.root, h.log_file)
+            log_mtime = seen.st_mtime if seen else None
+        except fs.Unsafe as e:
+            found.append(f"log file {e}")
     if external:
         if h.http:
-            found.append(probes.http(h.http, h.http_expect) or "")
+            found.append(probes.http(h.http, h.http_expect, credentials_file=h.http_credentials_file) or "")
         if h.command:
             found.append(probes.command(h.command) or "")
     return Observation(
@@ -161,7 +162,7 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
     others = tuple(u for u in (manifest.units if manifest else ()) if u != ctx.host.service)
     base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts,
                     expected_positions=expected_positions if h.positions else None,
-                    log_file=str(ctx.host.path(h.log_file)) if h.log_file else None, units=units_seen(ctx, others))
+                    log_file=str(ctx.host.root / h.log_file) if h.log_file else None, units=units_seen(ctx, others))
     t0 = time.monotonic()
     deadline = t0 + window
     positions_pending = base.expected_positions is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
+from ..adapters import venvfiles
 from ..core import lockfile, parity
 from ..core.parity import Finding
 from ..errors import InputError, SlotctlError
@@ -72,6 +73,7 @@ def verify(ctx: HostContext, slot: str | None = None) -> Report:
                                  "its manifest (as built)"):
         if x.subject not in reported:
             f.append(x)
+    f += venv_files(slot_dir)
     try:
         f += parity.python_version(host.python, venvmod.python_version(slot_dir / "venv"))
     except SlotctlError as e:
@@ -106,6 +108,21 @@ def verify(ctx: HostContext, slot: str | None = None) -> Report:
     else:
         f += parity.config(list(host.config.files), None, mine, host.config.allow_differ, candidate_name=f"slot {slot}")
     return report
+
+
+_VENV_PROBLEM = {"edited": "edited: its sha256 differs from its RECORD (or, for a file no RECORD lists, its build)",
+                 "added": "added: no RECORD lists it and the build did not write it",
+                 "removed": "removed: its RECORD (or its build) lists it"}
+
+
+def venv_files(slot_dir: Path) -> list[Finding]:
+    """Every file of the slot's venv against its RECORD hash and the build's stamps (adapters/venvfiles)."""
+    try:
+        res = venvfiles.check(slot_dir / "venv", venvfiles.load_stamps(slot_dir))
+    except OSError as e:
+        return [Finding("venv", "venv", f"unreadable: {e.strerror or e}: {e.filename}")]
+    return [Finding("venv", f"venv/{path}", _VENV_PROBLEM[what]) for what, path in
+            sorted(res.problems, key=lambda p: (p[1], p[0]))]
 
 
 def _rendered_digests(host, m, f: list[Finding]) -> dict[str, str]:

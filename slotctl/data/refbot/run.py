@@ -196,8 +196,13 @@ def serve_api(state: dict, live: dict) -> None:
             pass
 
     ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    delay = float(CONFIG.get("api_delay", 0))  # a bot whose API listens only a while after its start, as real ones do
+
+    def serve() -> None:
+        time.sleep(delay)
+        ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
     log(f"API on 127.0.0.1:{port}")
 
 
