@@ -25,10 +25,11 @@ RELEASES = [
     refbot.Release("eth", config={"symbol": "ETH-PERP"}),  # a config key that may not differ
     refbot.Release("secret", config={"api_secret": "hunter2"}),  # a key whose value is never shown
     refbot.Release("corrupt", config_text='{"release": "corrupt", "symbol": '),
-    # For the quiesce gate: a bot that never trades, one mid-trade for 3 s from its start, one holding a
+    # For the quiesce gate: a bot that never trades, one mid-trade from its start until the test lets its fill come (3 s at least), one holding a
     # position for 3 s, one that ignores the drain and is mid-trade forever, and two that damage their state.
     refbot.Release("calm", config={"open_every": 100000}),
-    refbot.Release("midtrade", config={"open_every": 100000, "start_with_trade": True, "trade_seconds": 3, "hold_seconds": 100000}),
+    refbot.Release("midtrade", config={"open_every": 100000, "start_with_trade": True, "trade_seconds": 3, "hold_seconds": 100000,
+                                       "await_fill": True}),
     refbot.Release("holdshort", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 3}),
     refbot.Release("stubborn", fault="ignore_drain", config={"start_with_trade": True, "trade_seconds": 100000}),
     refbot.Release("wiper", fault="empty_positions", config={"open_every": 100000, "start_with_trade": True, "hold_seconds": 100000}),

@@ -17,7 +17,7 @@ from helpers import active, deploy, envelope, journal_records, wait_for
 def host(host):
     """The releases here differ in their trading pace on purpose: those config keys may differ."""
     host.reconfigure(config={"allow_differ": ["release", "fault", "open_every", "start_with_trade", "trade_seconds",
-                                              "hold_seconds"]})
+                                              "hold_seconds", "await_fill"]})
     return host
 
 
@@ -47,10 +47,18 @@ def test_a_flat_bot_passes_the_gate_at_once_and_the_drain_is_lifted(host):
 
 
 def test_a_bot_mid_trade_is_waited_for_and_its_trade_survives_the_switch(host):
-    assert deploy(host, "midtrade").returncode == 0  # starts a 3 s trade at once
-    proc = deploy(host, "v1")
-    assert proc.returncode == 0, proc.stderr
-    records = envelope(proc)["hosts"]["local"]["quiesce"]
+    assert deploy(host, "midtrade").returncode == 0  # starts a trade at once, which lands once the test lets it
+    proc = subprocess.Popen(host.argv("deploy", "--yes", "--json", "--commit", host.bot_repo.sha["v1"]), env=host.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in proc.stderr:  # the gate says what it waits for as it goes: the fill comes once it waited on the trade
+        said.append(line)
+        if "bot is trading, not idle" in line:
+            (host.root / "shared/control/fill").write_text("")
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(said) + err
+    records = json.loads(out)["hosts"]["local"]["quiesce"]
     assert any("bot is trading, not idle" in r["reason"] for r in records if not r["open"])
     assert records[-1]["open"] and "1 open position(s) recorded: p1" in records[-1]["reason"]
     log = (host.root / "shared/logs/bot.log").read_text()

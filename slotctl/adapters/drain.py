@@ -88,9 +88,19 @@ class Drain:
         self.id = secrets.token_hex(8) if self._ours else None
         if self._ours:
             ownership.bot_dir(self.host, self.flag.parent)
-            fs.atomic_write_json(self.flag, {"since": self._since, "by": who(), "deploy": self._deploy, "id": self.id},
-                                 0o644)  # the bot reads it
+            record = {"since": self._since, "by": who(), "deploy": self._deploy, "id": self.id}
+            # In the bot's own directory: written beneath the root, never through a link the bot's user placed.
+            self._beneath(fs.replace_beneath, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o644)
         return made
+
+    def _remove(self) -> None:
+        self._beneath(fs.remove_beneath)
+
+    def _beneath(self, op, *args) -> None:
+        try:
+            op(self.host.root, fs.rel_to(self.host.root, self.flag), *args)
+        except fs.Unsafe as e:
+            raise DrainError(f"quiesce.drain_file {e}") from None
 
     def send_pending(self) -> None:
         """The drain command or URL, if request() deferred it; a failure takes our flag back, as request's does."""
@@ -100,7 +110,7 @@ class Drain:
             self._call(self.q.drain_command, self.q.drain_url, "drain")
         except BaseException:
             if self._ours:
-                fs.remove_file(self.flag)
+                self._remove()
                 with contextlib.suppress(DrainError):
                     self._call(self.q.undrain_command, self.q.undrain_url, "undrain")  # in case it half-worked
             raise
@@ -119,7 +129,7 @@ class Drain:
             return False
         if bot_running:
             self._call(self.q.undrain_command, self.q.undrain_url, "undrain")
-        fs.remove_file(self.flag)
+        self._remove()
         return True
 
     def _call(self, command: tuple[str, ...], url: str | None, what: str) -> None:
