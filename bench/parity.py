@@ -10,31 +10,20 @@ Builds (offline, with uv) a venv of 40 locally made wheels, then times, side by 
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import describe  # noqa: E402
+from _machine import describe, timed  # noqa: E402
 from slotctl.adapters import venv  # noqa: E402
 from slotctl.core import lockfile, parity  # noqa: E402
 from slotctl.inventory import IndexConfig  # noqa: E402
 from slotctl.wheels import lock_line, make_wheel  # noqa: E402
 
 N = 40
-
-
-def timed(fn, repeat: int) -> float:
-    runs = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
 
 
 def main() -> None:

@@ -15,30 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _machine import describe, timed  # noqa: E402
 from build import wheelhouse  # noqa: E402
-
-from _machine import describe  # noqa: E402
 from slotctl.adapters import venv, venvfiles  # noqa: E402
 from slotctl.inventory import IndexConfig  # noqa: E402
-
-
-def timed(fn, repeat: int) -> float:
-    runs = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
 
 
 def main() -> None:

@@ -36,18 +36,23 @@ def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o644, owner: tupl
     tmp = _temp_name(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if owner is not None:
-                os.fchown(f.fileno(), *owner)
-            os.fchmod(f.fileno(), mode)  # the umask must not decide a unit's or manifest's mode
-            os.fsync(f.fileno())
+        _fill(fd, data, mode, owner)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def _fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """A new temp file's content, owner and mode (the umask must not decide a unit's or manifest's), synced; closes fd."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
+        os.fchmod(f.fileno(), mode)
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(target: Path, obj: Any, mode: int = 0o644) -> None:
@@ -327,13 +332,7 @@ def replace_beneath(root: Path, rel: str, data: bytes, mode: int, owner: tuple[i
         tmp = f".{name}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                if owner is not None:
-                    os.fchown(f.fileno(), *owner)
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
+            _fill(fd, data, mode, owner)
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
