@@ -3,7 +3,10 @@ verdict is the deploy's exit code, and the deploy is refused (exit 2) before it 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import yaml
 
@@ -128,3 +131,29 @@ def test_a_deploy_the_checks_pass_is_a_dry_run_of_0_and_a_deploy_of_0(host):
     assert envelope(dry)["hosts"]["local"]["verdict"] == {"exit_code": 0, "error": None, "notes": []}
     assert not host.root.exists(), "the dry-run wrote nothing"
     assert deploy(host, "v1").returncode == 0
+
+
+def test_a_fleet_dry_run_gives_each_local_host_its_own_verdict(sandbox, bot_repo, tmp_path):
+    """Two hosts on this machine, one whose lock another deploy holds: its row says 4, the other's 0, the run 4."""
+    from slotctl import refbot
+    from slotctl.adapters.lock import HostLock
+
+    doc = refbot.inventory(root=sandbox.shared / "opt/a", repo=bot_repo.path, wheelhouse=bot_repo.wheels,
+                           unit_dir=sandbox.units, commit=bot_repo.sha["v1"])
+    doc["hosts"] = {"a": {"root": str(sandbox.shared / "opt/a")}, "b": {"root": str(sandbox.shared / "opt/b")}}
+    path = write_inventory(tmp_path / "inventory.yaml", doc)
+    held = sandbox.shared / "opt/b/.slotctl"
+    held.mkdir(parents=True)
+    lock = HostLock(held)
+    lock.acquire("slotctl deploy (another one)", "other-deploy")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "slotctl", "-i", str(path), "--all", "--json", "deploy", "--dry-run"],
+                              capture_output=True, text=True, env=dict(os.environ, **sandbox.env()), timeout=120)
+    finally:
+        lock.release()
+    doc = json.loads(proc.stdout)
+    rows = doc["hosts"]
+    assert (proc.returncode, rows["a"]["exit_code"], rows["b"]["exit_code"]) == (4, 0, 4), proc.stdout + proc.stderr
+    assert "every check before the quiesce gate passes" in rows["a"]["summary"]
+    assert "the deploy would exit 4" in rows["b"]["summary"]
+    assert not (sandbox.shared / "opt/a/trading-bot-current").exists()  # a dry-run writes nothing

@@ -127,6 +127,24 @@ def plan_summary(p: Any) -> str:
     return f"would build slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})"
 
 
+def _local_dry_run(c: HostContext, commit: str | None, allow_drift: bool, wait_lock: float) -> Row:
+    """A host on this machine: the same verdict as `deploy --dry-run` on it alone (its row's exit code is the
+    deploy's there), as a host over SSH answers with its own dry-run."""
+    from . import hold
+    from .build import plan
+    from .preflight import verdict
+
+    p = plan(c, commit)
+    try:
+        hold.refuse(c, "deploy")
+    except SlotctlError as e:
+        return Row(c.host.name, e.exit_code, f"{plan_summary(p)}; the deploy would exit {e.exit_code}: {e.message}")
+    v = verdict(c, p, allow_drift=allow_drift, wait_lock=wait_lock)
+    said = "every check before the quiesce gate passes" if v.exit_code == OK else \
+        f"the deploy would exit {v.exit_code}: {v.error}"
+    return Row(c.host.name, v.exit_code, f"{plan_summary(p)}; {said}", detail={"verdict": v.to_dict()})
+
+
 def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: bool, allow_drift: bool,
                    quiesce_timeout: float | None, wait_lock: float, serial: int, max_fail: int,
                    confirm: Callable[[str], None], rebuild_venv: bool = False) -> Rollout:
@@ -143,7 +161,7 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
     args = ["--commit", commit] if commit else []
     if dry_run:
         return Rollout(sweep(contexts, lambda c: remote(c, ["deploy", "--dry-run", *args], row_from_outcome)
-                             if c.host.ssh else Row(c.host.name, OK, plan_summary(plan(c, commit))), parallel=64), [])
+                             if c.host.ssh else _local_dry_run(c, commit, allow_drift, wait_lock), parallel=64), [])
     confirm(f"deploy to {len(contexts)} hosts ({', '.join(c.host.name for c in contexts)}), "
             f"{serial} at a time, stopping after {max_fail} failure(s)?")
     extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
