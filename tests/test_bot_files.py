@@ -100,6 +100,18 @@ def plant(host, rel: str, kind: str) -> None:
     os.chown(p, host.user.pw_uid, host.user.pw_gid, follow_symlinks=False)
 
 
+def unplant(host, rel: str, saved: bytes | None) -> None:
+    """Take the planted thing away and put back what the bot had there."""
+    p = host.root / rel
+    if p.is_dir() and not p.is_symlink():
+        os.rmdir(p)
+    else:
+        p.unlink()
+    if saved is not None:
+        p.write_bytes(saved)
+        os.chown(p, host.user.pw_uid, host.user.pw_gid)
+
+
 KINDS = ["fifo", "chardev", "socket", "link-out", "link-in", "sparse", "directory"]
 DB = "shared/data/bot.db"
 # Every path slotctl reads in the bot's directories. The lock is flocked and the log stat()ed, never read: a huge
@@ -149,14 +161,7 @@ def test_whatever_the_bot_puts_in_its_directories_is_a_named_problem_in_bounded_
                 assert proc.returncode == 3, where
                 assert f"{host.root / rel}: is " in proc.stdout, where
                 assert f"{host.root / rel}: is " in said, f"{rel} {kind}: the gate and the probes: {said}"
-            p = host.root / rel
-            if p.is_dir() and not p.is_symlink():
-                os.rmdir(p)
-            else:
-                p.unlink()
-            if saved is not None:
-                p.write_bytes(saved)
-                os.chown(p, host.user.pw_uid, host.user.pw_gid)
+            unplant(host, rel, saved)
             cases += 1
         # Through the gate: the positions file, or a database the snapshot would copy, makes it wait and time out
         # (exit 5, drain lifted, nothing switched); a drain flag that is not a file is a drain request that failed
@@ -174,14 +179,7 @@ def test_whatever_the_bot_puts_in_its_directories_is_a_named_problem_in_bounded_
             assert active(host) == "slots/blue" and running_slot(host) == "blue", where
             if rel != "shared/control/drain":
                 assert not os.path.lexists(host.root / "shared/control/drain"), f"{where}: the drain was not lifted"
-            p = host.root / rel
-            if p.is_dir() and not p.is_symlink():
-                os.rmdir(p)
-            else:
-                p.unlink()
-            if saved is not None:
-                p.write_bytes(saved)
-                os.chown(p, host.user.pw_uid, host.user.pw_gid)
+            unplant(host, rel, saved)
             cases += 1
     finally:
         host.sandbox.exec("kill", "-CONT", str(pid), check=True)
