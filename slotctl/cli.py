@@ -74,7 +74,7 @@ class Opts:
 
 
 _say = ui.say
-_MUTATING = ("build", "deploy", "rollback", "recover")  # a signal must not cut these short anywhere (interrupts)
+_MUTATING = ("build", "deploy", "rehearse", "rollback", "recover")  # a signal must not cut these short anywhere (interrupts)
 
 
 def command(name: str) -> Callable:
@@ -300,6 +300,8 @@ def deploy(
         "--dry-run", help="Show the plan (dependency, config and unit diffs) and stop; nothing is written.")] = False,
     allow_drift: Annotated[bool, typer.Option("--allow-drift", help="Switch even when parity finds unexpected differences (journaled).")] = False,
     rebuild_venv: RebuildVenvOpt = False,
+    no_rehearsal: Annotated[bool, typer.Option(
+        "--no-rehearsal", help="Skip the rehearsal the inventory's rehearsal section asks for (journaled).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (CI).")] = False,
     quiesce_timeout: QuiesceOpt = None,
     wait_lock: WaitLockOpt = 0,
@@ -329,7 +331,8 @@ def deploy(
 
         result = fleet.rolling_deploy(contexts, commit, dry_run=dry_run, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout,
                                       wait_lock=wait_lock, serial=serial, max_fail=max_fail,
-                                      confirm=functools.partial(_confirm, yes), rebuild_venv=rebuild_venv)
+                                      confirm=functools.partial(_confirm, yes), rebuild_venv=rebuild_venv,
+                                      rehearsal=not no_rehearsal)
         return _print_rows("deploy", result.table(), opts, result.stopped)
     if dry_run:
         return _dry_run(opts, contexts, commit, allow_drift, wait_lock)
@@ -345,7 +348,8 @@ def deploy(
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
             outcomes.append(do_deploy(c, commit, deploy_id=deploy_id, allow_drift=allow_drift,
-                                      quiesce_timeout=quiesce_timeout, reuse_venv=not rebuild_venv))
+                                      quiesce_timeout=quiesce_timeout, reuse_venv=not rebuild_venv,
+                                      rehearsal=not no_rehearsal))
     code = worst([o.exit_code for o in outcomes])
     return _emit(opts, "deploy", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 
@@ -382,6 +386,37 @@ def _dry_run(opts: Opts, contexts, commit: str | None, allow_drift: bool, wait_l
     else:
         ui.out("\n".join(texts))
     return code
+
+
+@app.command()
+@command("rehearse")
+def rehearse(ctx: typer.Context, commit: Annotated[str | None, typer.Option(help="Full 40-hex SHA [default: the inventory's pin].")] = None,
+             rebuild_venv: RebuildVenvOpt = False, wait_lock: WaitLockOpt = 0,
+             inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
+    """Build a release and rehearse it beside the live bot, without switching: would it run here, on today's data?
+
+    Exit 0 it passed; 1 rejected in rehearsal (why, and its last journal lines); 2 bad input. The live bot keeps
+    trading throughout; the inactive slot's previous release is put back after.
+
+    Example: slotctl rehearse --commit 0123...cdef --json
+    """
+    from .ops.build import plan
+    from .ops.deploy import rehearse_only
+    from .ops.session import exclusive
+    from .render import outcome_text
+
+    opts = ctx.obj.merge(inventory, host, all_, json_)
+    contexts = _contexts(opts)
+    _local_only(contexts, "rehearse")
+    _require_root(contexts, "rehearse")
+    for c in contexts:
+        plan(c, commit)  # every host's input is checked before any host builds
+    outcomes = []
+    for c in contexts:
+        with exclusive(c, wait_lock) as (deploy_id, _):
+            outcomes.append(rehearse_only(c, commit, deploy_id=deploy_id, reuse_venv=not rebuild_venv))
+    code = worst([o.exit_code for o in outcomes])
+    return _emit(opts, "rehearse", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 
 
 @app.command()

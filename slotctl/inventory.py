@@ -228,6 +228,51 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class DecisionsConfig:
+    """rehearsal.decisions: where the bot shows what it decided each tick, read for the live bot and for the rehearsal
+    over the same interval. Each decision is keyed by its tick (the market's time, not the bot's): file and http
+    select a list of objects with `key`; sqlite's query returns rows whose first column is the tick. file and sqlite
+    paths are the live bot's and are moved into the rehearsal's directories for it; http and command name the
+    rehearsal's own endpoint or command."""
+
+    source: Literal["file", "sqlite", "http", "command"] = "file"
+    path: str | None = field(default=None, metadata=_check(_relative))
+    select: str | None = field(default=None, metadata=_check(_jmespath))  # JMESPath to the list of decisions
+    key: str = "tick"  # file, http, command: the field naming the tick of each decision
+    query: str | None = None  # sqlite: one row per decision, the tick first
+    url: str | None = field(default=None, metadata=_URL)
+    rehearsal_url: str | None = field(default=None, metadata=_URL)
+    credentials_file: str | None = field(default=None, metadata=_check(_absolute))
+    argv: tuple[str, ...] = ()
+    rehearsal_argv: tuple[str, ...] = ()
+    timeout: float | None = field(default=None, metadata=_check(_positive))
+
+
+@dataclass(frozen=True)
+class RehearsalConfig:
+    """rehearsal: the candidate runs beside the live bot, on live market data, without credentials or the live
+    state, before the gate. Present (even `rehearsal: {}`): every deploy rehearses unless --no-rehearsal."""
+
+    window: float = field(default=30, metadata=_check(_positive))  # seconds it must run clean
+    fail_on: tuple[str, ...] = ("Traceback",)  # regular expressions: a journal line matching one rejects the release
+    # Its own directories, fresh for each rehearsal: data/, logs/ and control/ stand in for the shared ones.
+    dir: str = field(default="shared/rehearsal", metadata=_check(_relative))
+    cpu_weight: int = field(default=20, metadata=_check(lambda v: None if 1 <= v <= 10000 else "1 to 10000"))
+    io_weight: int = field(default=20, metadata=_check(lambda v: None if 1 <= v <= 10000 else "1 to 10000"))
+    decisions: DecisionsConfig | None = None
+    max_divergence: int | None = field(default=None, metadata=_check(lambda v: None if v >= 0 else "0 or more"))
+    # How the rehearsal's heartbeat and positions are read when the live ones are over HTTP or a command (the live
+    # bot's endpoint): the rehearsal's own. file and sqlite sources are moved into its directories by themselves.
+    heartbeat: HeartbeatConfig | None = None
+    positions: PositionsConfig | None = None
+    # More paths the rehearsal may not read (credentials, sockets of the live bot): besides every credentials file
+    # the inventory names and every absolute path in the arguments of the drain, undrain, positions and health
+    # commands, hidden without being listed.
+    hide: tuple[str, ...] = field(default=(), metadata=_check(lambda v: None if all(p.startswith("/") for p in v)
+                                                              else "absolute paths on the host"))
+
+
+@dataclass(frozen=True)
 class BackupsConfig:
     keep: int = field(default=10, metadata=_check(_positive))
     # State files besides the positions file, as globs relative to the root; a sqlite file brings its -wal and -shm.
@@ -319,6 +364,7 @@ class HostConfig:
     setup: SetupConfig = SetupConfig()
     notify: NotifyConfig = NotifyConfig()
     audit: AuditConfig = AuditConfig()
+    rehearsal: RehearsalConfig | None = None
     source: Path | None = field(default=None, metadata={"internal": True})  # the inventory file, for messages
 
     def path(self, rel: str) -> Path:
@@ -603,9 +649,47 @@ def _check_sources(c: _Checker, host: HostConfig, key: str) -> None:
     allowed = {"file": (), "http": ("url", "select", "credentials_file", "timeout"), "systemd": ()}[hb.source]
     _source_keys(c, hb, hb.source, f"{key}.health.heartbeat", needs=("url", "select") if hb.source == "http" else (),
                  allowed=allowed)
+    if host.rehearsal is not None:
+        _check_rehearsal(c, host, f"{key}.rehearsal")
     if hb.source == "systemd" and not host.health.notify:
         c.fail(f"{key}.health.heartbeat.source", "health.notify: true with source systemd (systemd only knows a "
                "bot is alive from sd_notify: Type=notify and WatchdogSec)", hb.source)
+
+
+def _check_rehearsal(c: _Checker, host: HostConfig, key: str) -> None:
+    r = host.rehearsal
+    assert r is not None
+    for i, pattern in enumerate(r.fail_on):
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            c.fail(f"{key}.fail_on[{i}]", f"a regular expression ({e})", pattern)
+    live = [host.shared.data, host.shared.logs, host.shared.control]
+    for d in live:
+        a, b = Path(r.dir).parts, Path(d).parts
+        if a[:len(b)] == b or b[:len(a)] == a:
+            c.fail(f"{key}.dir", f"a directory apart from the live shared one {d!r} (the rehearsal may not reach it)", r.dir)
+    if host.health.heartbeat.source == "http" and r.heartbeat is None:
+        c.fail(f"{key}.heartbeat", "the rehearsal's own heartbeat source (health.heartbeat is the live bot's URL)")
+    if host.quiesce.positions.source in ("http", "command") and r.positions is None:
+        c.fail(f"{key}.positions", f"the rehearsal's own positions source (quiesce.positions reads the live bot's "
+               f"{host.quiesce.positions.source})")
+    if r.heartbeat is not None:
+        hb = r.heartbeat
+        _source_keys(c, hb, hb.source, f"{key}.heartbeat", needs=("url", "select") if hb.source == "http" else (),
+                     allowed={"file": (), "http": ("url", "select", "credentials_file", "timeout"), "systemd": ()}[hb.source])
+    if r.positions is not None:
+        _source_keys(c, r.positions, r.positions.source, f"{key}.positions", needs=SOURCE_NEEDS[r.positions.source])
+    d = r.decisions
+    if d is not None:
+        needs = {"file": ("path", "select"), "sqlite": ("path", "query"), "http": ("url", "rehearsal_url", "select"),
+                 "command": ("argv", "rehearsal_argv", "select")}[d.source]
+        allowed = {"file": ("path", "select", "key"), "sqlite": ("path", "query", "timeout"),
+                   "http": ("url", "rehearsal_url", "select", "key", "credentials_file", "timeout"),
+                   "command": ("argv", "rehearsal_argv", "select", "key", "timeout")}[d.source]
+        _source_keys(c, d, d.source, f"{key}.decisions", needs=needs, allowed=allowed)
+    elif r.max_divergence is not None:
+        c.fail(f"{key}.max_divergence", "rehearsal.decisions set too (it counts the decisions that differ)")
 
 
 def _check_credentials(c: _Checker, host: HostConfig, key: str) -> None:

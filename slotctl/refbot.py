@@ -31,6 +31,7 @@ class Release:
     message: str = ""
     config: dict = field(default_factory=dict)  # more live_config.json keys for this release
     config_text: str | None = None  # live_config.json verbatim (e.g. a corrupt one), instead of JSON
+    patch: tuple[tuple[str, str], ...] = ()  # (old, new) replaced once each in run.py: a release's own code change
 
 
 def make_wheelhouse(dest: Path) -> dict[str, Path]:
@@ -50,7 +51,12 @@ def make_repo(dest: Path, wheelhouse: Path, releases: list[Release]) -> list[str
     shas = []
     for r in releases:
         for name in _BOT_FILES:
-            (dest / name).write_text((SOURCE / name).read_text())
+            text = (SOURCE / name).read_text()
+            for old, new in r.patch if name == "run.py" else ():
+                if old not in text:
+                    raise ValueError(f"release {r.name}: {old!r} is not in run.py")
+                text = text.replace(old, new, 1)
+            (dest / name).write_text(text)
         config = json.dumps(dict(base_config, release=r.name, fault=r.fault, **r.config), indent=2) + "\n"
         (dest / "live_config.json").write_text(r.config_text if r.config_text is not None else config)
         (dest / "requirements.lock").write_text(

@@ -89,6 +89,13 @@ def status_text(s: Status) -> str:
 def outcome_text(o: Outcome) -> str:
     lines = [f"{o.action} on {o.host}: {o.summary}"]
     lines += [f"  - {f.line()}" for f in o.findings if f.severity == "drift"]
+    r = o.rehearsal
+    if r is not None:
+        lines.append(f"  rehearsal as {r.unit} ({r.seconds:.1f}s): {'passed' if r.ok else 'REJECTED: ' + '; '.join(r.problems)}")
+        if r.decisions_line:
+            lines.append(f"    {r.decisions_line}")
+        if not r.ok:
+            lines += [f"    | {line}" for line in r.journal]
     for p in o.probes:
         verdict = "healthy" if p.ok else "FAILED: " + "; ".join(p.problems)
         lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s after a {p.switch_seconds:.2f}s switch): {verdict}")

@@ -62,6 +62,15 @@ RELEASES = [
     # computed before reading the flag, and starts a 0.3 s trade whenever the flag was not there: mid-trade half the time.
     refbot.Release("slowack", config={"tick": 0.05, "slow_ack": 0.3, "open_every": 1, "trade_seconds": 0.3,
                                       "hold_seconds": 1, "ledger": True}),
+    # For the rehearsal (test_rehearsal.py): a release that starts fine and raises on its first tick; three that show
+    # their decisions, two identical and one whose strategy is one line different.
+    refbot.Release("bad-tickraise", fault="raise_on_tick", config={"open_every": 4, "hold_seconds": 100000}),
+    *(refbot.Release(name, config={"decisions": True, "open_every": 4, "hold_seconds": 100000}, patch=patch)
+      for name, patch in (("dec-a", ()), ("dec-b", ()), ("dec-flip", (('return "buy" if price > 0.5 else "sell"',
+                                                                       'return "sell" if price > 0.5 else "buy"'),)))),
+    # A release that tries, from its first tick, to read the paths in SPY_READ and write in the dirs in SPY_WRITE, and
+    # prints what it got and its environment: the fence around the rehearsal, shown from inside.
+    refbot.Release("spy", config={"spy": True, "open_every": 4, "hold_seconds": 100000}),
     # An API that listens only 1.5 s after the bot's start (test_state_sources.py): its heartbeat is "none yet" till then.
     refbot.Release("http-late", config={"api": True, "api_delay": 1.5, "open_every": 100000, "hold_seconds": 100000}),
 ]
@@ -145,7 +154,10 @@ class Host:
         """Change inventory sections (e.g. quiesce={"policy": "flat"}) for this host and reload it."""
         doc = yaml.safe_load(self.inventory_path.read_text())
         for name, values in sections.items():
-            doc["defaults"].setdefault(name, {}).update(values)
+            if values is None:  # the section gone
+                doc["defaults"].pop(name, None)
+            else:
+                doc["defaults"].setdefault(name, {}).update(values)
         write_inventory(self.inventory_path, doc)
         self.ctx.host = inventory.load(self.inventory_path).hosts["local"]
 

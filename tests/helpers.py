@@ -92,6 +92,10 @@ def assert_consistent(host, positions_before: set[str], where: str, *, drain: st
     leftovers += [p.name for p in (host.root / ".slotctl/backups").glob(".tmp-*")]
     assert leftovers == [], f"{where}: {leftovers}"
     assert unfinished(journal_records(host)) is None, f"{where}: a deploy is left open in the journal"
+    rehearsal = [p.name for p in (host.root / "shared/rehearsal", host.sandbox.units / "trading-bot-rehearsal.service")
+                 if os.path.lexists(p)]
+    assert rehearsal == [], f"{where}: a rehearsal left {rehearsal}"
+    assert host.ctx.systemd.state("trading-bot-rehearsal.service").active_state in ("inactive", "failed"), where
     status = host.cli("status")
     assert status.returncode == (0 if drain is None else 3), f"{where}: {status.stdout}"
 
@@ -129,12 +133,24 @@ def journal_points(host, *args: str, env: dict | None = None) -> list[str]:
             names.append(f"{r['step']}:{r['phase']}")
             if r["step"] in ("build", "flip") and r["phase"] == "begin":
                 names.append(f"{r['step']}:mid")  # inside the step: a half-built slot, a temp link not yet renamed
+            if r["step"] == "rehearse" and r["phase"] == "begin":
+                names += ["rehearse:installed", "rehearse:started"]  # its unit written; then running beside the bot
     seen: dict[str, int] = {}
     points = []
     for n in names:
         seen[n] = seen.get(n, 0) + 1
         points.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return points
+
+
+def kill_then_recover(host, args: list[str], point: str, what: str) -> None:
+    positions, target = open_positions(host), inactive_release(host)
+    killed = host.cli(*args, env={"SLOTCTL_KILL_AT": point})
+    assert killed.returncode == -9, f"{what} at {point}: never reached ({killed.returncode}): {killed.stderr[-500:]}"
+    rec = host.cli("recover", "--json")
+    assert rec.returncode in (0, 1), f"{what} at {point}: {rec.stdout} {rec.stderr}"
+    assert_consistent(host, positions, f"{what}, killed at {point}")
+    assert_rollback_target_kept(host, target, f"{what}, killed at {point}")
 
 
 def wait_for(predicate, seconds: float = 10.0):

@@ -7,11 +7,9 @@ import pytest
 
 from helpers import (
     active,
-    assert_consistent,
-    assert_rollback_target_kept,
     deploy,
-    inactive_release,
     journal_points,
+    kill_then_recover,
     manifest,
     open_positions,
     wait_for,
@@ -30,16 +28,6 @@ def host(host):
     assert deploy(host, "k1").returncode == 0
     wait_for(lambda: open_positions(host))  # a bad release has positions to lose
     return host
-
-
-def kill_then_recover(host, args: list[str], point: str, what: str) -> None:
-    positions, target = open_positions(host), inactive_release(host)
-    killed = host.cli(*args, env={"SLOTCTL_KILL_AT": point})
-    assert killed.returncode == -9, f"{what} at {point}: never reached ({killed.returncode}): {killed.stderr[-500:]}"
-    rec = host.cli("recover", "--json")
-    assert rec.returncode in (0, 1), f"{what} at {point}: {rec.stdout} {rec.stderr}"
-    assert_consistent(host, positions, f"{what}, killed at {point}")
-    assert_rollback_target_kept(host, target, f"{what}, killed at {point}")
 
 
 def report(record_property, what: str, points: list[str]) -> None:

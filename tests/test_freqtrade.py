@@ -27,10 +27,12 @@ import pytest
 from conftest import BotRepo, Host, write_inventory
 from ftexchange import StandInExchange
 from ftwheels import LOCK, VERSION, wheels_dir
-from helpers import active, deploy, envelope, manifest, wait_for
+from helpers import active, deploy, envelope, journal_records, manifest, wait_for
 from slotctl import inventory
 from slotctl.adapters import units
 from slotctl.adapters.drain import Drain, DrainError
+from slotctl.core import rehearsal
+from slotctl.core.history import deploys
 from slotctl.inventory import HostConfig
 from slotctl.ops.host import HostContext
 
@@ -63,6 +65,11 @@ class Quiet(IStrategy):
 '''
 # A release whose strategy cannot be loaded: freqtrade exits before READY=1.
 BROKEN = "from freqtrade.strategy import IStrategy\nfrom freqtrade.strategy import no_such_helper\n"
+# A release that loads, starts and raises on its first candle: freqtrade logs a warning (a ValueError, as pandas
+# raises, gets no traceback) and keeps running, its probes all green.
+RAISES = STRATEGY.replace("def populate_indicators(self, dataframe, metadata):\n        return dataframe",
+                          "def populate_indicators(self, dataframe, metadata):\n"
+                          "        raise ValueError('release {release}: broken on its first candle')")
 
 
 def _free_port() -> int:
@@ -135,7 +142,8 @@ def ft(sandbox, exchange, tmp_path):
     assert wheels.is_dir(), f"{wheels}: freqtrade's wheels are missing: run scripts/setup (it downloads them once)"
     port = _free_port()
     shas = _make_repo(tmp_path / "repo", _config(exchange, port), {
-        "v1": STRATEGY.format(release="v1"), "v2": STRATEGY.format(release="v2"), "broken": BROKEN})
+        "v1": STRATEGY.format(release="v1"), "v2": STRATEGY.format(release="v2"), "broken": BROKEN,
+        "raises": RAISES.format(release="raises")})
     secrets = sandbox.shared / "etc"  # inside the sandbox too: systemd reads the EnvironmentFile there
     secrets.mkdir()
     env_file = secrets / "freqtrade.env"
@@ -248,6 +256,49 @@ def test_freqtrade_dry_run_trades_survive_a_deploy_a_rollback_and_the_rollback_o
     print(f"v1 {t_v1:.0f}s, v2 and rollback {t_v2:.0f}s, broken {time.monotonic() - t0 - t_v1 - t_v2:.0f}s")  # with -s
 
 
+def test_a_strategy_that_raises_on_its_first_candle_is_rejected_in_rehearsal_and_the_live_freqtrade_never_notices(ft):
+    """The example's rehearsal: the candidate freqtrade runs dry-run, API off, on a copy of the database, beside the
+    live one. freqtrade survives its strategy raising (unit up, watchdog fed, trades loaded): only the example's
+    fail_on patterns, on its journal, can reject it."""
+    assert deploy(ft, "v1").returncode == 0
+    wait_for(ft.api.up, 60)
+    ft.api("forceenter", {"pair": "BTC/USDT", "side": "long"})
+    wait_for(lambda: ft.api("count")["current"] == 1, 30)
+    trades = ft.api.open_trades()
+    pid = ft.ctx.systemd.state("freqtrade.service").main_pid
+    example = inventory.load(EXAMPLE / "inventory.yaml").hosts["local"].rehearsal
+    ft.reconfigure(rehearsal={"window": 15, "fail_on": list(example.fail_on)})  # its first candle: in its first loop
+
+    bad = deploy(ft, "raises")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    out = envelope(bad)["hosts"]["local"]
+    assert "rejected in rehearsal" in out["summary"], out["summary"]
+    # The line that rejected it: the strategy wrapper's warning (no Traceback, the default fail_on, to match).
+    problem = out["rehearsal"]["problems"][0]
+    assert "rehearsal.fail_on" in problem and "Strategy caused the following exception: ValueError('release raises: " \
+        "broken on its first candle')" in problem, "\n".join(out["rehearsal"]["journal"])
+    # The live freqtrade: the same process, the same open trades, never drained (/stopentry would log PAUSED).
+    assert ft.ctx.systemd.state("freqtrade.service").main_pid == pid and running_slot(ft) == "blue"
+    assert ft.api.open_trades() == trades and _db_open_trades(ft) == trades
+    assert ft.api("show_config")["state"] == "running"
+    assert "to: PAUSED" not in (ft.root / "shared/logs/freqtrade.log").read_text()
+    dep = deploys(journal_records(ft))[-1]
+    steps = [r["step"] for r in dep.steps if r.get("phase") == "begin"]
+    assert dep.outcome() == ("rejected-in-rehearsal", 1) and "rehearse" in steps and "quiesce" not in steps, steps
+    unit = "freqtrade-rehearsal.service"
+    assert not (ft.root / "shared/rehearsal").exists() and not (ft.sandbox.units / unit).exists()
+    assert not (ft.sandbox.units / f"{unit}.d").exists()
+
+    # A good release passes the same rehearsal, on the trades it copied, then deploys through the gate.
+    good = deploy(ft, "v2")
+    assert good.returncode == 0, good.stdout + good.stderr
+    out = envelope(good)["hosts"]["local"]
+    assert out["rehearsal"]["ok"] and out["rehearsal"]["positions"] == [str(t) for t in trades], out["rehearsal"]
+    assert running_slot(ft) == "green" and not (ft.root / "shared/rehearsal").exists()
+    wait_for(ft.api.up, 60)
+    assert ft.api.open_trades() == trades
+
+
 def test_the_example_inventory_loads_and_renders_freqtrades_unit_with_sd_notify_and_its_secrets_by_reference():
     host = inventory.load(EXAMPLE / "inventory.yaml").hosts["local"]
     unit = units.render(host, "0" * 40)["freqtrade.service"]
@@ -257,6 +308,17 @@ def test_the_example_inventory_loads_and_renders_freqtrades_unit_with_sd_notify_
     assert start == ("ExecStart=/opt/freqtrade/trading-bot-current/venv/bin/freqtrade trade --config config.json "
                      "--strategy-path strategies --sd-notify --userdir /opt/freqtrade/shared/data/user_data "
                      "--db-url sqlite:////opt/freqtrade/shared/data/tradesv3.sqlite --logfile /opt/freqtrade/shared/logs/freqtrade.log")
+    assert "Environment=FREQTRADE__" not in unit
+    # Its rehearsal: the candidate slot's freqtrade, paper-only whatever config.json says, on its own copies, API off.
+    rhost = rehearsal.rehearsal_host(host)
+    unit = units.render(rhost, "0" * 40, units.rehearsal_context(rhost, "0" * 40, Path("/opt/freqtrade/slots/green")))
+    unit = unit["freqtrade-rehearsal.service"]
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert start == ("ExecStart=/opt/freqtrade/slots/green/venv/bin/freqtrade trade --config config.json --strategy-path "
+                     "strategies --dry-run --sd-notify --userdir /opt/freqtrade/shared/rehearsal/data/user_data --db-url "
+                     "sqlite:////opt/freqtrade/shared/rehearsal/data/tradesv3.sqlite --logfile "
+                     "/opt/freqtrade/shared/rehearsal/logs/freqtrade.log")
+    assert "FREQTRADE__API_SERVER__ENABLED=false" in unit and "\nEnvironmentFile=" not in unit
 
 
 def test_the_examples_drain_fails_closed_when_freqtrade_refuses_its_credentials(tmp_path):

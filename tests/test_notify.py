@@ -181,3 +181,14 @@ def test_apprise_is_imported_only_to_send():
             "slotctl.ops.metrics; print('apprise' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_a_release_rejected_in_rehearsal_tells_failure_urls_and_the_journal_by_its_own_name(told, receiver):
+    told.reconfigure(rehearsal={"window": 1.5})
+    proc = deploy(told, "bad-crash")
+    assert proc.returncode == 1, proc.stderr
+    assert receiver.events("info") == ["deploy begun", "deploy rejected-in-rehearsal"]
+    assert receiver.events("failure") == ["deploy rejected-in-rehearsal"]
+    assert "rejected in rehearsal" in receiver.posts[-1]["message"] and receiver.posts[-1]["type"] == "warning"
+    ends = [r for r in journal_records(told) if r.get("event") == "end"]
+    assert ends[-1]["outcome"] == "rejected-in-rehearsal" and ends[-1]["exit_code"] == 1

@@ -111,7 +111,7 @@ def take(host: HostConfig, backups: Path, snap_id: str, *, good: bool, reason: s
                 data = dest.read_bytes()
                 databases.append(str(rel))
             else:
-                data, st = _read_nofollow(host.root, src)
+                data, st = read_nofollow(host.root, src)
                 with open(dest, "wb") as f:
                     f.write(data)
                     f.flush()
@@ -194,7 +194,7 @@ def sqlite_copy(src: Path, dest: Path, busy_timeout: float = 10, root: Path | No
     return st
 
 
-def _read_nofollow(root: Path, src: Path) -> tuple[bytes, os.stat_result]:
+def read_nofollow(root: Path, src: Path) -> tuple[bytes, os.stat_result]:
     """A plain state file's bytes and stat, from one descriptor checked by fs.open_beneath, at most its cap."""
     fd = fs.open_beneath(root, fs.rel_to(root, src))
     if fd is None:

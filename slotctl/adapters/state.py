@@ -18,7 +18,7 @@ from ..core import sources
 from ..core.health import Heartbeat, Unanswered
 from ..core.quiesce import LOCKED, MISSING, TORN, UNREADABLE, UNSAFE, Positions, json_state, parse_positions
 from ..core.secret import redact_url
-from ..inventory import CountConfig, HostConfig, PositionsConfig
+from ..inventory import CountConfig, DecisionsConfig, HostConfig, PositionsConfig
 from . import credentials, fs
 
 DEFAULT_TIMEOUT = {"sqlite": 1.0, "http": 5.0, "command": 10.0}
@@ -334,3 +334,36 @@ def positions_written_at(host: HostConfig, read_at: float, heartbeat_ts: float |
         return heartbeat_ts
     return read_at  # HTTP or a command: answered by the bot that runs now
 
+
+
+def read_decisions(host: HostConfig, d: DecisionsConfig, path: str | None, url: str | None,
+                   argv: tuple[str, ...]) -> dict[str, Any] | str:
+    """tick -> decision from one side (the live bot's or the rehearsal's: path, url and argv are that side's), or a
+    problem. Read like the positions: beneath the root without following links, capped, read-only."""
+    from ..core.rehearsal import decisions_from
+
+    timeout = d.timeout or DEFAULT_TIMEOUT.get(d.source, 5.0)
+    if d.source == "sqlite":
+        assert path is not None and d.query is not None
+        rows, why = query_sqlite(host.root / path, d.query, timeout, root=host.root)
+        return f"{why.state}: {why.detail}" if why is not None else decisions_from([list(r) for r in rows or []], d.key)
+    if d.source == "file":
+        assert path is not None
+        try:
+            raw = fs.read_beneath(host.root, path, fs.JSON_CAP)
+        except fs.Unsafe as e:
+            return str(e)
+        if raw is None:
+            return f"{host.root / path}: missing"
+        try:
+            doc: Any = json.loads(raw)
+        except ValueError as e:
+            return f"{host.root / path}: not JSON ({e})"
+        problem = None
+    elif d.source == "http":
+        doc, problem = fetch_json(url or "", d.credentials_file, timeout)
+    else:
+        doc, problem = run_json(argv, timeout)
+    if problem:
+        return str(problem)
+    return decisions_from(sources.search(d.select or "@", doc), d.key)

@@ -151,6 +151,14 @@ class Systemd:
 
         return self._call(f"read settings of {name}", read)
 
+    def invocation_id(self, name: str) -> str:
+        """The unit's current run (InvocationID, hex; "" when it never ran): its journal lines carry it."""
+        def read() -> str:
+            path, _ = self._unit(name)
+            return bytes(self._props(path, _UNIT_IFACE, ("InvocationID",))["InvocationID"]).hex()
+
+        return self._call(f"read the invocation of {name}", read)
+
     def notify_state(self, name: str) -> dict:
         """A Type=notify unit's supervision: its state, the watchdog (WatchdogUSec, WatchdogTimestamp: the last
         WATCHDOG=1 in microseconds since the epoch, 0 before the first) and the bot's STATUS= text."""

@@ -81,6 +81,7 @@ def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
         "src": str(current / "src"),
         "python": str(current / "venv" / "bin" / "python"),
         "service": host.service,
+        "rehearsal": False,  # True when rendered for a rehearsal (rehearsal_context): a template may switch to paper trading
         "environment_files": list(host.environment_files),
         "notify": host.health.notify,
         "watchdog": host.health.watchdog,
@@ -103,7 +104,17 @@ def template_context(host: HostConfig, commit: str) -> dict[str, Any]:
     }
 
 
-def render(host: HostConfig, commit: str) -> dict[str, str]:
+def rehearsal_context(rhost: HostConfig, commit: str, slot_dir: Path) -> dict[str, Any]:
+    """The rehearsal's unit context (rhost: core.rehearsal.rehearsal_host): the candidate slot's own code, never
+    trading-bot-current; the rehearsal's directories; no environment files; BOT_REHEARSAL=1 for the bot to see."""
+    context = template_context(rhost, commit)
+    context.update(rehearsal=True, current=str(slot_dir), src=str(slot_dir / "src"),
+                   python=str(slot_dir / "venv" / "bin" / "python"))
+    context["environment"] = dict(context["environment"], BOT_REHEARSAL="1")
+    return context
+
+
+def render(host: HostConfig, commit: str, context: dict[str, Any] | None = None) -> dict[str, str]:
     """unit name -> text; a template that renders empty means 'no such unit on this host'."""
     import jinja2
 
@@ -115,7 +126,7 @@ def render(host: HostConfig, commit: str) -> dict[str, str]:
         autoescape=False,
     )
     env.filters.update(sd_env=sd_env, sd_exec=sd_exec, sd_command=sd_command, sd_path=sd_path, sd_args=sd_args, sd_seconds=sd_seconds)
-    context = template_context(host, commit)
+    context = template_context(host, commit) if context is None else context
     out: dict[str, str] = {}
     for unit, template in host.units.items():
         where = f"{templates / template} (unit {unit})"

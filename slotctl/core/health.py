@@ -137,7 +137,8 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
         found.append(f"the new bot never showed that it loaded the {len(base.expected_positions or ())} position(s) open "
                      "at the gate: its positions were not rewritten since the restart and its heartbeat gives no count")
     if final and base.log_file is not None and (obs.log_mtime is None or obs.log_mtime < base.started_at):
-        state = "missing" if obs.log_mtime is None else "not written since the restart"
+        state = ("missing" if obs.log_mtime is None else
+                 f"not written since the restart (last written {base.started_at - obs.log_mtime:.3f}s before it)")
         found.append(f"log file {base.log_file} {state}: the dashboard reads it (RISK-013)")
     found += obs.external
     before = {u.name: u for u in base.units}

@@ -23,6 +23,7 @@ from . import hold as holds
 from .build import Plan, build, drop_previous, plan, put_back
 from .host import HostContext, Run
 from .quiesce import GateResult, bot_runs, quiesce, snapshot
+from .rehearse import RehearsalResult, rehearse
 from .switch import ProbeResult, activate, mark, switch_to
 from .verify import verify
 
@@ -49,6 +50,12 @@ class Outcome:
     restored: list[str] = field(default_factory=list)  # state files put back from the snapshot
     seconds: float = 0.0
     notices: list[str] = field(default_factory=list)  # operators not told (ops.events): shown, never the outcome
+    rehearsal: RehearsalResult | None = None
+    outcome: str | None = None  # the journal's and the event's name for the end, when not the exit code's
+
+    @property
+    def ended(self) -> str:
+        return self.outcome or OUTCOMES.get(self.exit_code, str(self.exit_code))
 
 
 class StuckDeploy(SlotctlError):
@@ -211,7 +218,7 @@ def _finish(ctx: HostContext, out: Outcome, t0: float) -> Outcome:
     out.seconds = time.monotonic() - t0
     active_manifest = ctx.manifest(out.active_slot)[0] if out.active_slot else None
     out.active_commit = active_manifest.commit if active_manifest else None
-    ctx.run.end(OUTCOMES.get(out.exit_code, str(out.exit_code)), out.exit_code, out.summary, active_slot=out.active_slot)
+    ctx.run.end(out.ended, out.exit_code, out.summary, active_slot=out.active_slot)
     ctx.say(out.summary)
     return out
 
@@ -229,8 +236,9 @@ def refuse_drift(ctx: HostContext, planned: Plan, allow_drift: bool) -> Outcome 
 
 
 def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None, allow_drift: bool = False,
-           quiesce_timeout: float | None = None, reuse_venv: bool = True) -> Outcome:
-    """The whole sequence; the caller holds the host's lock."""
+           quiesce_timeout: float | None = None, reuse_venv: bool = True, rehearsal: bool = True) -> Outcome:
+    """The whole sequence; the caller holds the host's lock. rehearsal False: no rehearsal even when the inventory
+    has one (journaled)."""
     holds.refuse(ctx, "deploy")  # again under the lock: a hold set since the CLI looked still counts
     deploy_id = deploy_id or journal_mod.new_deploy_id()
     planned = plan(ctx, commit)
@@ -262,12 +270,66 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
             journal_mod.append(ctx.layout.journal, "allow-drift", deploy=deploy_id, slot=planned.slot,
                                commit=planned.commit, findings=[x.to_dict() for x in report.drift])
             ctx.say(f"  --allow-drift: switching despite {len(report.drift)} difference(s), journaled: {lines}")
-        return True
+        if ctx.host.rehearsal is None:
+            return True
+        if not rehearsal:
+            journal_mod.append(ctx.layout.journal, "no-rehearsal", deploy=deploy_id, slot=planned.slot, commit=planned.commit)
+            ctx.say("  --no-rehearsal: the release goes to the gate unrehearsed (journaled)")
+            return True
+        return _rehearsed(ctx, out, planned.slot, planned.commit)
 
     return _told(ctx, out, lambda: _journaled(
         ctx, out, build_step, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
         lambda gated: _switch(ctx, out, planned.slot, planned.active, gated, f"deploy of {planned.commit[:12]}"),
         built=planned.slot))
+
+
+def rehearse_only(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None,
+                  reuse_venv: bool = True) -> Outcome:
+    """`slotctl rehearse`: build the inactive slot and rehearse it, never switching ("would this release run on this
+    host, on today's data?"). The slot's previous release, the rollback target, is put back after; journaled as an
+    action of its own. The caller holds the host's lock."""
+    if ctx.host.rehearsal is None:
+        raise InputError(f"{ctx.host.source or 'inventory'}: hosts.{ctx.host.name}.rehearsal: not set, so there is "
+                         "nothing to rehearse with (add `rehearsal: {}` for the defaults)")
+    holds.refuse(ctx, "rehearse")
+    deploy_id = deploy_id or journal_mod.new_deploy_id()
+    planned = plan(ctx, commit)
+    ctx.run = Run(ctx.layout.journal, deploy_id, "rehearse")
+    ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
+    out = Outcome(ctx.host.name, "rehearse", OK, "", planned.active, planned.slot, planned.commit,
+                  active_slot=planned.active, active_commit=planned.active_commit, deploy_id=deploy_id)
+
+    def build_step() -> bool:
+        with ctx.step("build", slot=planned.slot):
+            build(ctx, planned=planned, keep_previous=True, reuse_venv=reuse_venv)
+        if _rehearsed(ctx, out, planned.slot, planned.commit, "rehearsal"):
+            out.outcome = "rehearsed"
+            out.summary = f"{planned.commit[:12]}: {out.rehearsal.line()}; nothing switched"
+        return False  # never to the gate
+
+    return _told(ctx, out, lambda: _journaled(ctx, out, build_step, _never, _never, built=planned.slot))
+
+
+def _never(*_: object) -> None:
+    raise AssertionError("slotctl rehearse never reaches the gate")
+
+
+def _rehearsed(ctx: HostContext, out: Outcome, slot: str, commit: str, what: str = "deploy") -> bool:
+    """Rehearse the built slot; False (and out says why) when the release is rejected: it never reaches the gate,
+    nothing is drained or switched, the live bot runs on as it was."""
+    with ctx.step("rehearse", slot=slot) as rec:
+        out.rehearsal = result = rehearse(ctx, slot, commit)
+        rec.update(passed=result.ok, problems=result.problems, seconds=round(result.seconds, 2),
+                   decisions=result.decisions)
+    if result.ok:
+        ctx.say(f"  {result.line()}")
+        return True
+    mark(ctx, slot, "bad", result.line())
+    out.exit_code, out.outcome = DEPLOY_FAILED, "rejected-in-rehearsal"
+    runs = f"slot {out.from_slot} trades on as before" if out.from_slot else "no release runs, as before"
+    out.summary = (f"{what} of {commit[:12]} {result.line()}; nothing drained or switched, {runs}")
+    return False
 
 
 def _told(ctx: HostContext, out: Outcome, body: Callable[[], Outcome]) -> Outcome:
@@ -280,7 +342,7 @@ def _told(ctx: HostContext, out: Outcome, body: Callable[[], Outcome]) -> Outcom
         events.emit(ctx, kind, action=out.action, deploy_id=out.deploy_id, commit=out.commit,
                     summary=getattr(e, "message", None) or f"{type(e).__name__}: {e}")
         raise
-    out.notices += events.emit(ctx, OUTCOMES.get(out.exit_code, "not-switched"), action=out.action,
+    out.notices += events.emit(ctx, out.outcome or OUTCOMES.get(out.exit_code, "not-switched"), action=out.action,
                                deploy_id=out.deploy_id, commit=out.commit, summary=out.summary)
     return out
 

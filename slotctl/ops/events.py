@@ -28,6 +28,8 @@ KINDS = {
     "rolled-back": Kind("failure", "failure", 3, "ad9d2eb863a8455b99e7e1addb5a9699"),
     "quiesce-timeout": Kind("failure", "warning", 4, "97209e2c1b9046bc8b2df433251f34a9"),
     "needs-operator": Kind("failure", "failure", 2, "66ac042170b444038fe604a1325197d3"),
+    "rehearsed": Kind("info", "success", 5, "5d2b8e0c7a1f4e6b9c3d2a1f0e8b7c6d"),
+    "rejected-in-rehearsal": Kind("failure", "warning", 4, "3c1f0e5a9b7d4c2e8f6a1b0d9e7c5a43"),
     "not-switched": Kind("failure", "warning", 4, "6eff1fae8ba046aba1137d8d780852e4"),
     "recovered": Kind("failure", "warning", 4, "8f619ffe36854ddd8dd4d9bb3199c454"),
     "audit-failed": Kind("failure", "failure", 3, "b6c87deb8d9241ab92bb0dd784327511"),

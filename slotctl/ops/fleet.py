@@ -147,7 +147,7 @@ def _local_dry_run(c: HostContext, commit: str | None, allow_drift: bool, wait_l
 
 def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: bool, allow_drift: bool,
                    quiesce_timeout: float | None, wait_lock: float, serial: int, max_fail: int,
-                   confirm: Callable[[str], None], rebuild_venv: bool = False) -> Rollout:
+                   confirm: Callable[[str], None], rebuild_venv: bool = False, rehearsal: bool = True) -> Rollout:
     """Deploy to several hosts in batches; `confirm` raises to say no (the CLI asks on a terminal)."""
     from .build import pinned_commit, plan
     from .deploy import deploy
@@ -167,6 +167,7 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
     extra = [*args, "--yes", "--wait-lock", str(wait_lock)]
     extra += ["--allow-drift"] if allow_drift else []
     extra += ["--rebuild-venv"] if rebuild_venv else []
+    extra += [] if rehearsal else ["--no-rehearsal"]  # each host rehearses before its own switch
     extra += ["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else []
 
     def one(c: HostContext) -> Row:
@@ -175,6 +176,6 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
             return remote(c, ["deploy", *extra], row_from_outcome)
         return local_mutation(c, lambda ctx, deploy_id: deploy(
             ctx, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout,
-            reuse_venv=not rebuild_venv), wait_lock)
+            reuse_venv=not rebuild_venv, rehearsal=rehearsal), wait_lock)
 
     return rolling(contexts, lambda c: c.host.name, one, serial, max_fail)

@@ -125,12 +125,15 @@ class HostContext:
             return None, f"slot.json: {e}"
 
     # -- the running bot -----------------------------------------------------------
-    def journal(self, unit: str, lines: int = 15) -> list[str]:
-        """The unit's last journal lines; a sandbox's journal is read through its root."""
+    def journal(self, unit: str, lines: int = 15, invocation: str | None = None) -> list[str]:
+        """The unit's last journal lines; a sandbox's journal is read through its root. invocation: only one run's
+        lines, the unit's own output and systemd's about it, as messages (for matching, and to show a rehearsal)."""
         os_root = self.proc_root.parent
         where = [] if os_root == Path("/") else ["-D", str(os_root / "run" / "log" / "journal")]
+        select = ["-u", unit, "-o", "short-precise"] if invocation is None else \
+            [f"_SYSTEMD_INVOCATION_ID={invocation}", "+", f"INVOCATION_ID={invocation}", "-o", "cat"]
         try:
-            proc = subprocess.run(["journalctl", *where, "-u", unit, "-n", str(lines), "-o", "short-precise", "--no-pager"],
+            proc = subprocess.run(["journalctl", *where, *select, "-n", str(lines), "--no-pager"],
                                   capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired) as e:
             return [f"(journal not readable: {e})"]

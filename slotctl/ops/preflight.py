@@ -50,6 +50,10 @@ def host_checks(ctx: HostContext) -> None:
     _unit_dir(ctx)
     interpreter = _interpreter(ctx)
     _reachable(ctx, interpreter)
+    if ctx.host.rehearsal is not None:
+        from ..core.rehearsal import rehearsal_host
+
+        rehearsal_host(ctx.host)  # a state file outside the shared dirs cannot be the rehearsal's own: said now
 
 
 def _unit_dir(ctx: HostContext) -> None:

@@ -22,7 +22,7 @@ from ..adapters.drain import Drain
 from ..core.history import Deploy, recovered_end, unfinished
 from ..core.layout import SLOTS, other
 from ..errors import DEPLOY_FAILED, NEEDS_OPERATOR, OK, SlotctlError
-from . import boot
+from . import boot, rehearse
 from .build import drop_previous, put_back
 from .events import emit
 from .host import HostContext, Run
@@ -75,8 +75,10 @@ def settle(ctx: HostContext, dep: Deploy, out: Recovery, *, converge: bool = Fal
     out.active_slot = ctx.active_slot()
 
 
-def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None) -> None:
-    """Half-done file operations: a build's kept-aside previous release, temp links and temp files."""
+def _clean_leftovers(ctx: HostContext, actions: list[str], dep: Deploy | None, *, boot: bool = False) -> None:
+    """Half-done file operations: a build's kept-aside previous release, temp links and temp files, a killed
+    rehearsal (stopped, its files removed; at boot only its files: it is never enabled, so it is not running)."""
+    actions += rehearse.clean(ctx, stop=not boot)
     layout = ctx.layout
     active = ctx.active_slot()
     for slot in SLOTS:
@@ -325,7 +327,7 @@ def at_boot(ctx: HostContext) -> Recovery:
     if active is not None and ctx.manifest(active)[0] is None:
         active = other(active) if ctx.manifest(other(active))[0] is not None else None
     if dep is None:
-        _clean_leftovers(ctx, out.actions, None)
+        _clean_leftovers(ctx, out.actions, None, boot=True)
         _boot_units(ctx, active, out)
         if out.actions:
             out.summary = "boot: no deploy was interrupted; " + "; ".join(out.actions)
@@ -335,7 +337,7 @@ def at_boot(ctx: HostContext) -> Recovery:
     ctx.run = Run(ctx.layout.journal, dep.id, dep.action)
     with interrupts.critical(), ctx.step("recover", boot=True):
         chosen = _BootChoice(ctx, dep, out).run(active)
-        _clean_leftovers(ctx, out.actions, dep)
+        _clean_leftovers(ctx, out.actions, dep, boot=True)
         _boot_units(ctx, chosen, out)
         drain = Drain(ctx.host)
         if out.exit_code != NEEDS_OPERATOR and drain.set_by(dep.id):

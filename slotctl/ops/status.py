@@ -27,6 +27,7 @@ CHECKS = {
     "SLOTCTL-BOOT": "release-enabled-for-boot",
     "SLOTCTL-DRAIN": "bot-not-drained",
     "SLOTCTL-HOLD": "deploy-hold-readable",
+    "SLOTCTL-REHEARSAL": "no-rehearsal-left-behind",
     "SLOTCTL-DB": "no-database-open-by-inactive-slot",
     "RISK-004": "unit-points-to-active-slot",
     "RISK-006": "positions-file-consistent",
@@ -240,6 +241,19 @@ def status(ctx: HostContext) -> Status:
     if hold is not None and hold.get("unreadable"):
         found["SLOTCTL-HOLD"].append(hold["reason"])
     evidence["SLOTCTL-HOLD"] = hold or {}
+
+    # A rehearsal runs only inside a deploy or `rehearse`, under the host's lock: one found with no holder was left.
+    evidence["SLOTCTL-REHEARSAL"] = {}
+    if host.rehearsal is not None:
+        from ..adapters.lock import HostLock
+        from .rehearse import leftovers
+
+        holder = HostLock(ctx.layout.state_dir).live_holder()
+        try:
+            found["SLOTCTL-REHEARSAL"] = [] if holder is not None else leftovers(ctx)
+        except SlotctlError as e:
+            found["SLOTCTL-REHEARSAL"].append(e.message)
+        evidence["SLOTCTL-REHEARSAL"] = {"in_progress_by": holder} if holder else {}
 
     checks = [Check(cid, name, not found[cid], found[cid], evidence[cid]) for cid, name in CHECKS.items()]
     return Status(

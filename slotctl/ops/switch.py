@@ -148,7 +148,8 @@ def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[
 
 
 def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | None,
-          window: float | None = None, interval: float = 0.1) -> ProbeResult:
+          window: float | None = None, interval: float = 0.1, others: tuple[str, ...] | None = None,
+          watch: Callable[[bool], list[str]] | None = None) -> ProbeResult:
     """Every check must hold for the whole window; the first failure ends the probe.
 
     Positions are compared once, when the new bot has loaded its state (its first
@@ -158,8 +159,11 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
     window = h.window if window is None else window
     st = ctx.systemd.state(ctx.host.service)
     # Every unit the release installs must stay up, not only the bot: a dashboard in a crash loop fails the probe.
-    manifest, _ = ctx.manifest(slot)
-    others = tuple(u for u in (manifest.units if manifest else ()) if u != ctx.host.service)
+    # others: the units to watch besides the bot, when not the slot's (a rehearsal runs its bot alone).
+    # watch(final): more problems, asked with the external probes (the rehearsal's journal).
+    if others is None:
+        manifest, _ = ctx.manifest(slot)
+        others = tuple(u for u in (manifest.units if manifest else ()) if u != ctx.host.service)
     base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts,
                     expected_positions=expected_positions if h.positions else None,
                     log_file=str(ctx.host.root / h.log_file) if h.log_file else None, units=units_seen(ctx, others))
@@ -176,6 +180,8 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
         obs = observe(ctx, positions=positions_pending, external=external, others=others)
         found = problems(obs, replace(base, expected_positions=base.expected_positions if positions_pending else None),
                          h.max_age, final=final)
+        if watch is not None and external:
+            found += watch(final)
         if positions_pending and positions_loaded(obs, base)[0] and not found:
             positions_pending = False  # verified once, against what the new bot loaded; later it may close some
         if found or final:

@@ -14,10 +14,20 @@ live_config.json sets its pace and can make a release misbehave on purpose:
   slow_ack        seconds: a slow bot that echoes nothing. Each tick it computes its heartbeat, reads the flag,
                   waits that long, writes the heartbeat it computed (dated now: after a drain that came meanwhile,
                   still "idle"), then trades if the flag was not there when it read it
+  spy             true: at start, try to read each path in $SPY_READ and write in each dir in $SPY_WRITE (":"
+                  separated), printing each outcome and the environment (slotctl's rehearsal fence, tested)
   ledger          true: each trade's start and landing times go to BOT_CONTROL_DIR/trades ("start <ts>", "land <ts>")
+  decisions       true: each market tick's signal goes to BOT_DATA_DIR/decisions.json ({"decisions": [{tick,
+                  signal}]}, the last 40), decided from a simulated market that is a function of the time alone, so
+                  two bots running side by side see the same prices (slotctl's rehearsal.decisions)
+  tick_stats      true: each tick appends "<unix ts> <ms>" to BOT_CONTROL_DIR/tick_stats, the ms from when the tick
+                  was due to its heartbeat written (late wake-up plus work; bench/rehearsal.py); no fsync
   fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
-         | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere | null
+         | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere
+         | raise_on_tick (imports and starts fine, raises on its first tick) | null
 A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
+BOT_REHEARSAL=1 (slotctl's rehearsal) trades on paper: it loads its state and decides as it would, and opens and
+closes nothing.
 
 Where it keeps its state (slotctl's quiesce.positions sources), also live_config.json:
   state: contract   the contract's positions file: {"open_positions": [{"id": ...}], ...} (the default)
@@ -34,6 +44,7 @@ It speaks sd_notify when systemd asks (NOTIFY_SOCKET): READY=1 once its state is
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import select
@@ -54,6 +65,18 @@ FAULT = CONFIG.get("fault")
 # The dashboard reads BOT_LOG_DIR/bot.log; the log_elsewhere fault writes where nobody looks.
 LOG = Path(os.environ["BOT_DATA_DIR" if FAULT == "log_elsewhere" else "BOT_LOG_DIR"]) / "bot.log"
 TICK = float(CONFIG.get("tick", 0.5))
+REHEARSAL = os.environ.get("BOT_REHEARSAL") == "1"
+DECISIONS = Path(os.environ["BOT_DATA_DIR"]) / "decisions.json"
+SIGNAL_PERIOD = 0.5  # seconds per market tick
+
+
+def market_price(t: int) -> float:
+    """The simulated market: a price for market tick t that every bot computes alike."""
+    return int(hashlib.sha256(str(t).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def strategy(price: float) -> str:
+    return "buy" if price > 0.5 else "sell"  # the strategy
 
 
 def sd_notify(state: str) -> None:
@@ -206,6 +229,23 @@ def serve_api(state: dict, live: dict) -> None:
     log(f"API on 127.0.0.1:{port}")
 
 
+def spy() -> None:
+    """A hostile release's first moves (config spy): read what SPY_READ names, write where SPY_WRITE says, show
+    its environment; each outcome a line on stdout (the journal)."""
+    for path in filter(None, os.environ.get("SPY_READ", "").split(":")):
+        try:
+            print(f"spy read {path}: ok, {len(Path(path).read_bytes())} bytes", flush=True)
+        except OSError as e:
+            print(f"spy read {path}: {e.strerror}", flush=True)
+    for d in filter(None, os.environ.get("SPY_WRITE", "").split(":")):
+        try:
+            (Path(d) / "spy-was-here").write_text("x")
+            print(f"spy write {d}: ok", flush=True)
+        except OSError as e:
+            print(f"spy write {d}: {e.strerror}", flush=True)
+    print("spy env " + json.dumps(dict(os.environ)), flush=True)
+
+
 def drain_request() -> tuple[bool, str | None]:
     """(drained, the request id to echo). An operator's flag (`touch`, no JSON) drains too, with no id."""
     try:
@@ -252,9 +292,11 @@ def main() -> int:
             state["open_positions"] = []
         save_positions(state)  # the file exists from the first second on, even before any trade
     log(f"restored open positions {ids(state)}")
+    if CONFIG.get("spy"):
+        spy()
     loaded_at = time.time()
     live = {"ts": time.time(), "phase": "idle", "drain": None}
-    if CONFIG.get("api"):
+    if CONFIG.get("api") and not (REHEARSAL and not (CONTROL / "api-port").exists()):
         serve_api(state, live)
     sd_notify("READY=1")
     started = time.monotonic()
@@ -277,6 +319,9 @@ def main() -> int:
     trade_seconds = float(CONFIG.get("trade_seconds", 0))
     hold = float(CONFIG.get("hold_seconds", 2))
     slow_ack = float(CONFIG.get("slow_ack", 0))
+    decided: list[dict] = []
+    stats = open(CONTROL / "tick_stats", "a", buffering=1) if CONFIG.get("tick_stats") else None
+    due = time.monotonic()
 
     def heartbeat(echo: dict) -> dict:
         return {"ts": time.time(), "pid": os.getpid(), "phase": "trading" if trade_started is not None else "idle",
@@ -285,6 +330,15 @@ def main() -> int:
     while not stopping:
         tick += 1
         sd_notify("WATCHDOG=1")
+        if fault == "raise_on_tick":
+            raise RuntimeError("fault injected: the first tick fails at runtime")
+        if CONFIG.get("decisions"):
+            t = int(time.time() // SIGNAL_PERIOD)
+            if not decided or decided[-1]["tick"] != t:
+                decided = (decided + [{"tick": t, "signal": strategy(market_price(t))}])[-40:]
+                tmp = DECISIONS.with_name(f".{DECISIONS.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"decisions": decided}))
+                os.replace(tmp, DECISIONS)  # not state: no fsync
         if fault == "die_after" and time.monotonic() - started > float(CONFIG.get("die_after_seconds", 3)):
             log("fault injected: dying")
             return 1
@@ -295,7 +349,7 @@ def main() -> int:
             select.select([woken], [], [], slow_ack)
             write_atomic(HEARTBEAT, dict(computed, ts=time.time()))
         now = time.time()
-        may_open = not drained or fault == "ignore_drain"
+        may_open = (not drained or fault == "ignore_drain") and not REHEARSAL
         wants = tick % int(CONFIG.get("open_every", 6)) == 0 or (CONFIG.get("start_with_trade") and not traded)
         if trade_started is None and may_open and wants:
             trade_started, traded = now, True
@@ -313,7 +367,7 @@ def main() -> int:
             log(f"opened {pos['id']}")
         # A position this process loaded is held at least `hold` from its start, like one it opened: a restarted
         # bot re-judges its exits instead of closing at once what it just loaded (and what the probes check for).
-        for pos in [p for p in state["open_positions"] if now - max(p["opened_at"], loaded_at) > hold]:
+        for pos in [p for p in state["open_positions"] if now - max(p["opened_at"], loaded_at) > hold and not REHEARSAL]:
             state["open_positions"].remove(pos)
             state["closed"] += 1
             save_positions(state)
@@ -337,7 +391,10 @@ def main() -> int:
         live.update(ts=time.time(), phase="trading" if trade_started is not None else "idle", drain=drain_id)
         if fault != "no_heartbeat" and not slow_ack:
             write_atomic(HEARTBEAT, heartbeat({"drain": drain_id}))
+        if stats:
+            stats.write(f"{time.time():.3f} {(time.monotonic() - due) * 1000:.3f}\n")
         if not stopping:
+            due = time.monotonic() + TICK
             select.select([woken], [], [], TICK)
     sd_notify("STOPPING=1")
     save_positions(state)
