@@ -720,7 +720,7 @@ def audit_install(ctx: typer.Context, inventory: InventoryOpt = None, host: Host
     _check_notify(contexts)
     for c in contexts:
         if c.host.audit.textfile:
-            _textfile_dir(Path(c.host.audit.textfile), f"{c.host.source}: audit.textfile")
+            _textfile_dir(Path(c.host.audit.textfile), f"{c.host.inventory_file}: audit.textfile")
     done = {c.host.name: {"installed": audit.install(c, opts.inventory)} for c in contexts}
     return _emit(opts, "audit install", OK, done, "\n".join(
         f"{n}: audit every {c.host.audit.interval:g}s: {', '.join(d['installed'])}" for c, (n, d) in zip(contexts, done.items(), strict=True)))

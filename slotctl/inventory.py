@@ -365,7 +365,7 @@ class HostConfig:
     notify: NotifyConfig = NotifyConfig()
     audit: AuditConfig = AuditConfig()
     rehearsal: RehearsalConfig | None = None
-    source: Path | None = field(default=None, metadata={"internal": True})  # the inventory file, for messages
+    inventory_file: Path | None = field(default=None, metadata={"internal": True})  # for messages
 
     def path(self, rel: str) -> Path:
         """A root-relative path of the inventory; a symlink on the way that leads out of the root is refused."""
@@ -532,7 +532,7 @@ def to_document(host: HostConfig) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    body = {k: plain(v) for k, v in dataclasses.asdict(host).items() if k not in ("name", "ssh", "remote", "source")}
+    body = {k: plain(v) for k, v in dataclasses.asdict(host).items() if k not in ("name", "ssh", "remote", "inventory_file")}
     return {"version": 1, "hosts": {host.name: body}}
 
 
@@ -624,7 +624,7 @@ def parse(doc: Any, path: Path) -> Inventory:
         for unit in merged.get("units", {}):
             if not UNIT_RE.match(unit):
                 c.fail(f"hosts.{name}.units.{unit}", "a unit name ending in .service")
-        host = _build(HostConfig, dict(merged, name=name, source=path))
+        host = _build(HostConfig, dict(merged, name=name, inventory_file=path))
         _check_sources(c, host, f"hosts.{name}")
         _check_credentials(c, host, f"hosts.{name}")
         if host.service not in host.units:

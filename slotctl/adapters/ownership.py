@@ -37,7 +37,7 @@ def bot_owner(host: HostConfig) -> tuple[int, int] | None:
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        raise InputError(f"{host.source or 'inventory'}: hosts.{host.name}.vars.user: expected a user account on "
+        raise InputError(f"{host.inventory_file or 'inventory'}: hosts.{host.name}.vars.user: expected a user account on "
                          f"this host, got {user!r} (not in its user database)") from None
     return pw.pw_uid, pw.pw_gid
 
@@ -55,7 +55,7 @@ def bot_dirs(host: HostConfig) -> list[Path]:
         top = Path(rel).parts[0] if rel else ""
         if "user" in host.vars and top in ("", "slots", CURRENT, Layout(host.root).state_dir.name):
             # Handing the bot the root, a slot or .slotctl would let it change the code it runs or slotctl's records.
-            raise InputError(f"{host.source or 'inventory'}: hosts.{host.name}.{key}: expected a path in a directory "
+            raise InputError(f"{host.inventory_file or 'inventory'}: hosts.{host.name}.{key}: expected a path in a directory "
                              "of the bot's (not the root itself, slots/, trading-bot-current or .slotctl/), "
                              f"got {files.get(key, rel)!r}")
         p = host.path(rel)

@@ -38,7 +38,7 @@ def moved(host: Any, rel: str, what: str) -> str:
         rest = _under(rel, live)
         if rest is not None:
             return str(PurePosixPath(r.dir) / sub / rest)
-    raise InputError(f"{host.source or 'inventory'}: {what} {rel!r} is not under a shared directory "
+    raise InputError(f"{host.inventory_file or 'inventory'}: {what} {rel!r} is not under a shared directory "
                      f"({host.shared.data}, {host.shared.logs}, {host.shared.control}): the rehearsal cannot have "
                      "its own (move it there, or set rehearsal.heartbeat / rehearsal.positions)")
 

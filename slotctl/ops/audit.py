@@ -71,7 +71,7 @@ def install(ctx: HostContext, inventory: Path) -> list[str]:
     units = render(ctx, inventory)
     unit_dir = ctx.host.unit_dir
     if not unit_dir.is_dir():
-        raise InputError(f"{ctx.host.source}: unit_dir: {unit_dir}: no such directory")
+        raise InputError(f"{ctx.host.inventory_file}: unit_dir: {unit_dir}: no such directory")
     for name, text in units.items():
         fs.atomic_write_bytes(unit_dir / name, text.encode(), 0o644)
     _, timer = unit_names(ctx)
@@ -138,7 +138,7 @@ def run(ctx: HostContext) -> Round:
 
         directory = Path(ctx.host.audit.textfile)
         if not directory.is_dir():
-            raise InputError(f"{ctx.host.source}: audit.textfile: {directory}: expected an existing directory")
+            raise InputError(f"{ctx.host.inventory_file}: audit.textfile: {directory}: expected an existing directory")
         # One file per host: two hosts audited on one machine must not replace each other's metrics.
         out.textfile = str(write_textfile(directory, [ctx], [s], f"slotctl-{ctx.host.name}.prom"))
     busy = _deploy_under_way(ctx)

@@ -290,7 +290,7 @@ def rehearse_only(ctx: HostContext, commit: str | None, *, deploy_id: str | None
     host, on today's data?"). The slot's previous release, the rollback target, is put back after; journaled as an
     action of its own. The caller holds the host's lock."""
     if ctx.host.rehearsal is None:
-        raise InputError(f"{ctx.host.source or 'inventory'}: hosts.{ctx.host.name}.rehearsal: not set, so there is "
+        raise InputError(f"{ctx.host.inventory_file or 'inventory'}: hosts.{ctx.host.name}.rehearsal: not set, so there is "
                          "nothing to rehearse with (add `rehearsal: {}` for the defaults)")
     holds.refuse(ctx, "rehearse")
     deploy_id = deploy_id or journal_mod.new_deploy_id()

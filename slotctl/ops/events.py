@@ -41,7 +41,7 @@ def targets(ctx: HostContext) -> notify.Targets:
     """The host's notification URLs, read once; a bad urls file is bad input (exit 2), found before anything moves."""
     if ctx.notify_targets is None:
         cfg = ctx.host.notify
-        where = f"{ctx.host.source or 'inventory'}: notify.urls_file"
+        where = f"{ctx.host.inventory_file or 'inventory'}: notify.urls_file"
         ctx.notify_targets = notify.load(cfg.urls_file, where) if cfg.urls_file else notify.Targets()
     return ctx.notify_targets
 

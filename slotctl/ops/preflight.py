@@ -42,7 +42,7 @@ def require_root(contexts: list[HostContext], command: str) -> None:
 
 
 def _key(ctx: HostContext, key: str) -> str:
-    return f"{ctx.host.source or 'inventory'}: hosts.{ctx.host.name}.{key}"
+    return f"{ctx.host.inventory_file or 'inventory'}: hosts.{ctx.host.name}.{key}"
 
 
 def host_checks(ctx: HostContext) -> None:
