@@ -462,14 +462,19 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
              yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (several hosts).")] = False,
              override_hold: Annotated[bool, typer.Option(
                  "--override-hold", help="Roll back even while deploys are on hold (an emergency; journaled).")] = False,
+             override_signer: Annotated[bool, typer.Option(
+                 "--override-signer", help="Roll back even to a release whose signer source.signatures no longer "
+                 "allows (a key rotated out; journaled).")] = False,
              inventory: InventoryOpt = None, host: HostOpt = None, all_: AllOpt = None, json_: JsonOpt = None) -> int:
     """Switch back to the other slot, if it holds a complete release that was healthy (never one marked bad).
 
-    Refused (exit 4) while deploys are on hold, unless --override-hold.
+    Refused (exit 4) while deploys are on hold, unless --override-hold; refused (exit 2) to a release whose signer is
+    no longer allowed (source.signatures), unless --override-signer.
 
     Example: slotctl rollback --host local
     """
     from .ops import hold as holds
+    from .ops import signatures
     from .ops.deploy import rollback as do_rollback
     from .ops.session import exclusive
     from .render import outcome_text
@@ -484,22 +489,25 @@ def rollback(ctx: typer.Context, quiesce_timeout: QuiesceOpt = None, wait_lock: 
         _confirm(yes, f"roll back {len(contexts)} hosts, {serial} at a time?")
         extra = ["--wait-lock", str(wait_lock)] + (["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else [])
         extra += ["--override-hold"] if override_hold else []
+        extra += ["--override-signer"] if override_signer else []
 
         def one(c) -> fleet.Row:
             if c.host.ssh:
                 return fleet.remote(c, ["rollback", *extra], fleet.row_from_outcome)
             return fleet.local_mutation(c, lambda x, deploy_id: do_rollback(
-                x, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout, override_hold=override_hold), wait_lock)
+                x, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout, override_hold=override_hold,
+                override_signer=override_signer), wait_lock)
 
         result = fleet.rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
         return _print_rows("rollback", result.table(), opts, result.stopped)
     for c in contexts:
         holds.refuse(c, "rollback", override=override_hold)  # before the lock: a refused rollback writes nothing
+        signatures.refuse_rollback_early(c, override_signer)
     outcomes = []
     for c in contexts:
         with exclusive(c, wait_lock) as (deploy_id, _):
             outcomes.append(do_rollback(c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout,
-                                        override_hold=override_hold))
+                                        override_hold=override_hold, override_signer=override_signer))
     code = worst([o.exit_code for o in outcomes])
     return _emit(opts, "rollback", code, {o.host: o for o in outcomes}, "\n".join(outcome_text(o) for o in outcomes))
 
@@ -768,7 +776,11 @@ def sandbox_start(ctx: typer.Context, directory: Path) -> int:
     """
     from .sandbox import Sandbox
 
-    sb = Sandbox(directory, tie_to_parent=False).start()
+    sb = Sandbox(directory, tie_to_parent=False)
+    if sb.running:  # start() would take it for a leftover and replace it, stopping the bots inside
+        raise InputError(f"{sb.dir}: a sandbox runs there already: stop it first (slotctl sandbox stop {directory}) "
+                         f"or look inside (slotctl sandbox exec {directory} -- systemctl status)")
+    sb.start()
     print("\n".join(f"export {k}={v}" for k, v in sb.env().items()))
     _say(f"# booted in {sb.boot_seconds * 1000:.0f} ms; units go in {sb.units}, deployment roots under {sb.shared}")
     return OK
@@ -782,6 +794,29 @@ def sandbox_stop(ctx: typer.Context, directory: Path) -> int:
 
     Sandbox(directory).stop()
     return OK
+
+
+# No option parsing after DIRECTORY: the command's options (systemctl --no-pager) are its own, with or without a --
+# (which click then passes on as an argument).
+@sandbox_app.command("exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@command("sandbox exec")
+def sandbox_exec(ctx: typer.Context, directory: Path,
+                 argv: Annotated[list[str], typer.Argument(metavar="-- COMMAND...", help="The command and its arguments.")]) -> int:
+    """Run COMMAND inside the sandbox under DIRECTORY (its mount, pid, uts, ipc and cgroup namespaces); exits with
+    COMMAND's exit code.
+
+    Example: slotctl sandbox exec /var/tmp/sb -- systemctl status trading-bot.service
+    """
+    from .sandbox import Sandbox
+
+    argv = argv[1:] if argv[0] == "--" else argv
+    if not argv:
+        raise InputError(f"no command given: slotctl sandbox exec {directory} -- COMMAND... (e.g. systemctl status)")
+    sb = Sandbox(directory)
+    if not sb.running:
+        raise InputError(f"{sb.dir}: no sandbox runs there (start one: slotctl sandbox start {directory})")
+    code = sb.exec(*argv).returncode
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
 def main() -> None:

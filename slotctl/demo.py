@@ -13,7 +13,7 @@ from .errors import DEPLOY_FAILED, OK, SlotctlError
 from .ops.deploy import deploy, rollback
 from .ops.host import HostContext
 from .ops.session import exclusive
-from .ops.status import status
+from .ops.status import Status, status
 from .render import status_text
 from .sandbox import Sandbox
 
@@ -24,6 +24,16 @@ def _step(n: int, text: str) -> None:
 
 def _indent(text: str) -> str:
     return "\n".join("   " + line for line in text.splitlines())
+
+
+# Every release opens a trade once live (its deploy lifted the drain), and its order fills only once a file `fill` is in the control directory
+# (the reference bot's await_fill): the demo plays the exchange, so each deploy meets a trade in flight however fast
+# or slow this machine is. No release closes a position, so each one the gate saw must still be open after.
+_PACE = {"open_every": 100000, "start_with_trade": True, "await_fill": True, "hold_seconds": 100000}
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids) or "none"
 
 
 def run(keep: bool = False) -> int:
@@ -45,37 +55,81 @@ def run(keep: bool = False) -> int:
 
         _step(2, "Make the reference bot's git repository: v1, v2 (new dependency version), v3 (crashes at start)")
         shas = refbot.make_repo(work / "repo", work / "wheels", [
-            refbot.Release("v1", message="v1: first release"),
-            refbot.Release("v2", tradekit="1.1.0", message="v2: tradekit 1.1.0"),
-            refbot.Release("v3", fault="crash_at_start", message="v3: a release that crashes at start"),
+            refbot.Release("v1", message="v1: first release", config=_PACE),
+            refbot.Release("v2", tradekit="1.1.0", message="v2: tradekit 1.1.0", config=_PACE),
+            refbot.Release("v3", fault="crash_at_start", message="v3: a release that crashes at start", config=_PACE),
         ])
         for name, sha in zip(("v1", "v2", "v3"), shas, strict=True):
             print(f"   {name}  {sha}")
         inv_path = work / "inventory.yaml"
         import yaml
 
-        inv_path.write_text(yaml.safe_dump(refbot.inventory(
-            root=sb.shared / "opt" / "trading-bot", repo=work / "repo", wheelhouse=work / "wheels",
-            unit_dir=sb.units, commit=shas[0])))
+        doc = refbot.inventory(root=sb.shared / "opt" / "trading-bot", repo=work / "repo", wheelhouse=work / "wheels",
+                               unit_dir=sb.units, commit=shas[0])
+        doc["defaults"]["quiesce"] = {"timeout": 30}  # a gate that never opens fails the demo in seconds, not minutes
+        inv_path.write_text(yaml.safe_dump(doc))
         host = inventory.load(inv_path).hosts["local"]
-        ctx = HostContext(host, sb.bus_address, sb.proc_root, say=lambda m: print("   " + m, flush=True))
+        fill = host.root / host.shared.control / "fill"
+
+        def say(m: str) -> None:
+            print("   " + m, flush=True)
+            if "bot is trading, not idle" in m and not fill.exists():
+                fill.write_text("")
+                print("     exchange: the bot's order is filled now (the demo plays the exchange)", flush=True)
+            elif "quiesce: gate open" in m:
+                fill.unlink(missing_ok=True)  # the next release's first order stays in flight until its own gate
+
+        ctx = HostContext(host, sb.bus_address, sb.proc_root, say=say)
         print(f"   inventory: {inv_path} (root {host.root}, probe window {host.health.window:g}s)")
+        print("   each release opens a trade once live; its order fills only when the exchange (the demo) says so")
 
-        for n, (label, sha) in enumerate(zip(("v1", "v2"), shas[:2], strict=True), start=3):
-            _step(n, f"Deploy {label}")
-            with exclusive(ctx) as (deploy_id, _):
-                out = deploy(ctx, sha, deploy_id=deploy_id)
-            expect(f"{label} deployed and healthy (exit {out.exit_code})", out.exit_code == OK)
-            print(_indent(status_text(status(ctx))))
+        def until_trading(label: str) -> None:
+            """A new bot may trade once its deploy lifts the drain, after its probes: the next deploy must find its
+            trade in flight, not race it."""
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                hb, _ = ctx.heartbeat()
+                if hb is not None and hb.phase == "trading":
+                    print(f"   {label} is trading: its order is on the exchange, not filled yet")
+                    return
+                ctx.await_heartbeat(0.2)
+            expect(f"{label} started a trade", False)
 
-        _step(5, "Deploy v3, which crashes at start: slotctl must roll back on its own")
+        def gate_waited_and_kept(out, label: str, across: str) -> Status:
+            """The gate held the switch while the old bot was trading, and every position it recorded is open after."""
+            expect(f"the gate waited while {label} was trading, until it recorded the trade",
+                   any("bot is trading" in r["reason"] for r in out.quiesce if not r["open"]))
+            st = status(ctx)
+            gated = (st.snapshot or {}).get("open_positions", [])
+            now = (st.positions or {}).get("open", [])
+            hb = st.heartbeat or {}
+            print(f"   open positions: {_ids(gated)} at the gate; {_ids(now)} after the {across}, loaded by the bot now "
+                  f"running (pid {hb.get('pid')}, its heartbeat: {hb.get('open_positions')} open)")
+            expect(f"every position open at the gate kept across the {across}", bool(gated) and set(gated) <= set(now))
+            return st
+
+        _step(3, "Deploy v1: once live, it starts a trade, whose order stays open on the exchange")
+        with exclusive(ctx) as (deploy_id, _):
+            out = deploy(ctx, shas[0], deploy_id=deploy_id)
+        expect(f"v1 deployed and healthy (exit {out.exit_code})", out.exit_code == OK)
+        until_trading("v1")
+        print(_indent(status_text(status(ctx))))
+
+        _step(4, "Deploy v2 while v1's order is in flight: the gate waits until v1 records the trade")
+        with exclusive(ctx) as (deploy_id, _):
+            out = deploy(ctx, shas[1], deploy_id=deploy_id)
+        expect(f"v2 deployed and healthy (exit {out.exit_code})", out.exit_code == OK)
+        until_trading("v2")
+        print(_indent(status_text(gate_waited_and_kept(out, "v1", "switch"))))
+
+        _step(5, "Deploy v3, which crashes at start: slotctl must roll back on its own, positions and all")
         with exclusive(ctx) as (deploy_id, _):
             out = deploy(ctx, shas[2], deploy_id=deploy_id)
         for p in out.probes:
             print(f"   probe of slot {p.slot}: {'healthy' if p.ok else 'FAILED: ' + '; '.join(p.problems)}")
         expect(f"v3 rolled back automatically (exit {out.exit_code}: failed, rolled back, healthy on the old slot)",
                out.exit_code == DEPLOY_FAILED)
-        st = status(ctx)
+        st = gate_waited_and_kept(out, "v2", "rollback")
         print(_indent(status_text(st)))
         expect("v2 runs again, from the active slot, heartbeat fresh", st.exit_code == OK and
                st.slots[st.active_slot or "blue"].get("commit") == shas[1])
@@ -106,5 +160,6 @@ def run(keep: bool = False) -> int:
     if failures:
         print(f"\ndemo FAILED in {took:.0f}s: " + "; ".join(failures), file=sys.stderr)
         return 1
-    print(f"\ndemo finished in {took:.0f}s: two healthy deploys, one automatic rollback, host left as it was.")
+    print(f"\ndemo finished in {took:.0f}s: two healthy deploys, one automatic rollback, every open position kept, "
+          "host left as it was.")
     return OK

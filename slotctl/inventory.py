@@ -182,6 +182,24 @@ class PositionsConfig:
 
 
 @dataclass(frozen=True)
+class OrdersConfig:
+    """quiesce.orders: where the bot's open orders are, read like quiesce.positions. Each entry the source gives is
+    an order id (in flight: an entry or exit the exchange may still fill; the gate waits for none to be left) or an
+    [id, protective] pair whose true second item marks a standing protective order (a stoploss kept on the
+    exchange: recorded in the snapshot and checked after the switch, never waited on). sqlite: rows (id[, flag])."""
+
+    source: Literal["file", "sqlite", "http", "command"] = "file"
+    path: str | None = field(default=None, metadata=_check(_relative))
+    select: str | None = field(default=None, metadata=_check(_jmespath))  # JMESPath to the list of orders
+    query: str | None = None  # sqlite: one row per open order: the id, then 1 for a protective one
+    url: str | None = field(default=None, metadata=_URL)
+    credentials_file: str | None = field(default=None, metadata=_check(_absolute))
+    timeout: float | None = field(default=None, metadata=_check(_positive))
+    argv: tuple[str, ...] = ()
+    confirm: CountConfig | None = None  # a count of orders in flight that must be 0 before "none" is believed
+
+
+@dataclass(frozen=True)
 class HeartbeatConfig:
     """health.heartbeat: how alive the bot is. file is health.heartbeat_file (JSON with ts, or its mtime)."""
 
@@ -207,6 +225,7 @@ class QuiesceConfig:
     timeout: float = field(default=300, metadata=_check(_positive))
     lock_wait: float = field(default=2, metadata=_check(_positive))  # per read of the positions file
     positions: PositionsConfig = PositionsConfig()
+    orders: OrdersConfig | None = None  # None: the bot's orders are not known to slotctl (only its phase)
 
 
 @dataclass(frozen=True)
@@ -331,6 +350,27 @@ class AuditConfig:
     textfile: str | None = field(default=None, metadata=_check(_absolute))  # node_exporter's textfile directory
 
 
+def _principals(v: tuple[str, ...]) -> str | None:
+    ok = all(p and not any(ch.isspace() or ch in ',"' for ch in p) for p in v)
+    return None if ok else "principal names as the allowed-signers file writes them (no spaces, commas or quotes)"
+
+
+@dataclass(frozen=True)
+class SignaturesConfig:
+    """source.signatures: a release deploys only when git verifies its commit's own signature (or that of a signed tag
+    pinned by its SHA) against keys pinned here, made by a principal allowed for this host."""
+
+    allowed_signers: str | None = field(default=None, metadata=_check(_absolute))  # git's gpg.ssh.allowedSignersFile
+    principals: tuple[str, ...] = field(default=(), metadata=_check(_principals))  # (): everyone in the file
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where releases come from, beyond repo and commit: who must have signed them."""
+
+    signatures: SignaturesConfig | None = None
+
+
 @dataclass(frozen=True)
 class HostConfig:
     name: str = field(metadata={"internal": True})
@@ -356,7 +396,8 @@ class HostConfig:
     quiesce: QuiesceConfig = QuiesceConfig()
     health: HealthConfig = HealthConfig()
     backups: BackupsConfig = BackupsConfig()
-    require_signed_commits: bool = False  # git verify-commit must accept the pinned commit
+    require_signed_commits: bool = False  # git verify-commit must accept the pinned commit, with root's own keys
+    source: SourceConfig = SourceConfig()  # source.signatures pins the keys instead (and then decides alone)
     # Secrets reach the units only as EnvironmentFile= references; their content is never read by slotctl.
     environment_files: tuple[str, ...] = ()
     ssh: str | None = field(default=None, metadata=_check(_ssh))
@@ -510,7 +551,11 @@ class _Checker:
         for k, v in data.items():
             sub = f"{key}.{k}" if key else str(k)
             if k not in fields:
-                self.fail(sub, "no such key (known: " + ", ".join(fields) + ")")
+                import difflib  # only on this error
+
+                near = difflib.get_close_matches(str(k), list(fields), n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                self.fail(sub, f"no such key ({hint}known: " + ", ".join(fields) + ")")
             out[k] = self.value(hints[k], v, sub)
             check = fields[k].metadata.get("check")
             if check is not None and out[k] is not None:
@@ -537,7 +582,7 @@ def to_document(host: HostConfig) -> dict[str, Any]:
 
 
 # The source a mapping has when it names none: a host naming another one replaces the defaults' mapping whole.
-IMPLICIT_SOURCE = {"positions": PositionsConfig.source, "heartbeat": HeartbeatConfig.source}
+IMPLICIT_SOURCE = {"positions": PositionsConfig.source, "heartbeat": HeartbeatConfig.source, "orders": OrdersConfig.source}
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -599,7 +644,9 @@ def parse(doc: Any, path: Path) -> Inventory:
         c.fail("(top level)", "a mapping with version, defaults and hosts", doc)
     for k in doc:
         if k not in ("version", "defaults", "hosts"):
-            c.fail(str(k), "no such key (known: version, defaults, hosts)")
+            near = "did you mean 'hosts'? " if str(k) in ("host", "hostnames", "servers") else \
+                "did you mean 'defaults'? " if str(k) in ("default", "defaults:") else ""
+            c.fail(str(k), f"no such key ({near}known: version, defaults, hosts)")
     if doc.get("version") != 1 or isinstance(doc.get("version"), bool):
         c.fail("version", "1", doc.get("version", None))
     defaults = c.section(HostConfig, doc.get("defaults") or {}, "defaults")
@@ -627,6 +674,9 @@ def parse(doc: Any, path: Path) -> Inventory:
         host = _build(HostConfig, dict(merged, name=name, inventory_file=path))
         _check_sources(c, host, f"hosts.{name}")
         _check_credentials(c, host, f"hosts.{name}")
+        if host.source.signatures is not None and not host.source.signatures.allowed_signers:
+            c.fail(f"hosts.{name}.source.signatures.allowed_signers", "an allowed-signers file (git's gpg.ssh."
+                   "allowedSignersFile format, absolute path on the host)")
         if host.service not in host.units:
             c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
         hosts[name] = host
@@ -645,6 +695,16 @@ def _check_sources(c: _Checker, host: HostConfig, key: str) -> None:
         if src == "file" and p.source == "file" and not cf.path:
             needs = ("select",)  # the positions file itself, counted another way
         _source_keys(c, cf, src, f"{key}.quiesce.positions.confirm", needs=needs, inherited=inherited)
+    o = host.quiesce.orders
+    if o is not None:
+        _source_keys(c, o, o.source, f"{key}.quiesce.orders", needs=("path", "select") if o.source == "file"
+                     else SOURCE_NEEDS[o.source])  # no default file: the contract has none for orders
+        if o.confirm is not None:
+            src = o.confirm.source or o.source
+            _source_keys(c, o.confirm, src, f"{key}.quiesce.orders.confirm",
+                         needs={"file": ("select",), "sqlite": ("query",), "http": ("url", "select"),
+                                "command": ("argv", "select")}[src],
+                         inherited={"path": o.path, "credentials_file": o.credentials_file} if src == o.source else {})
     hb = host.health.heartbeat
     allowed = {"file": (), "http": ("url", "select", "credentials_file", "timeout"), "systemd": ()}[hb.source]
     _source_keys(c, hb, hb.source, f"{key}.health.heartbeat", needs=("url", "select") if hb.source == "http" else (),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .core.hold import describe as describe_hold
+from .core.signers import describe as describe_signer
 
 if TYPE_CHECKING:  # annotations only: `status` must not import the deploy and setup machinery
     from .ops.build import Plan
@@ -45,7 +46,8 @@ def status_text(s: Status) -> str:
         mark = "active" if slot == s.active_slot else "      "
         if info["complete"]:
             built = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["built_at"]))
-            lines.append(f"  {mark} {slot:<5}  {info['commit'][:12]}  {info['verdict']:<8}  built {built}")
+            signed = f"  signed by {describe_signer(info['signer'])}" if info.get("signer") else ""
+            lines.append(f"  {mark} {slot:<5}  {info['commit'][:12]}  {info['verdict']:<8}  built {built}{signed}")
         elif info.get("empty"):
             lines.append(f"  {mark} {slot:<5}  empty")
         else:
@@ -124,6 +126,8 @@ def verify_text(r: Report) -> str:
 def plan_text(p: Plan) -> str:
     active = f"{p.active} at {p.active_commit[:12]}" if p.active and p.active_commit else (p.active or "none")
     lines = [f"{p.host}: would build slot {p.slot} from {p.commit} and switch to it (active: {active})"]
+    if p.signer:
+        lines.append(f"  signature: good, by {describe_signer(p.signer)}, allowed by {p.signer['allowed_signers']}")
     d = p.dependencies
     if p.active is None:
         lines.append("  first deploy: nothing to compare with")
@@ -152,6 +156,8 @@ def history_text(host: str, deploys: list[dict], note: str | None) -> str:
                      f"  by {d['user']}  {d['outcome']}" + (f" (exit {d['exit_code']})" if d["exit_code"] is not None else ""))
         if d["summary"]:
             lines.append(f"      {d['summary']}")
+        if d.get("signer"):
+            lines.append(f"      signed by {describe_signer(d['signer'])}")
         lines.append(f"      steps: {' '.join(d['steps'])}")
     if note:
         lines.append(f"  note: {note}")

@@ -107,6 +107,14 @@ class Sandbox:
         return int((self.dir / "init.pid").read_text().split()[0])
 
     @property
+    def running(self) -> bool:
+        """Its systemd still runs: init.pid names a live process that is provably the one recorded (not a stale file)."""
+        fd = _open_recorded(self.dir / "init.pid")
+        if fd is not None:
+            os.close(fd)
+        return fd is not None
+
+    @property
     def proc_root(self) -> Path:
         return Path(f"/proc/{self.init_pid}/root/proc")
 

@@ -71,6 +71,15 @@ RELEASES = [
     # A release that tries, from its first tick, to read the paths in SPY_READ and write in the dirs in SPY_WRITE, and
     # prints what it got and its environment: the fence around the rehearsal, shown from inside.
     refbot.Release("spy", config={"spy": True, "open_every": 4, "hold_seconds": 100000}),
+    # For the orders (test_orders.py): bots that show their open orders and never say "trading" in their heartbeat:
+    # one with an entry order in flight from its start until the test lets it fill (its position then held 2 s), two
+    # that hold positions each with a stoploss on the exchange, and one that forgets those stoplosses when restarted.
+    *(refbot.Release(name, fault=fault, config={"orders": True, "phase_idle": True, **pace})
+      for name, fault, pace in (
+          ("ord-mid", None, {"open_every": 100000, "start_with_trade": True, "await_fill": True, "hold_seconds": 2}),
+          ("ord-k1", None, {"open_every": 4, "hold_seconds": 100000}),
+          ("ord-k2", None, {"open_every": 4, "hold_seconds": 100000}),
+          ("ord-lose", "lose_orders", {"open_every": 4, "hold_seconds": 100000}))),
     # An API that listens only 1.5 s after the bot's start (test_state_sources.py): its heartbeat is "none yet" till then.
     refbot.Release("http-late", config={"api": True, "api_delay": 1.5, "open_every": 100000, "hold_seconds": 100000}),
 ]

@@ -2,7 +2,8 @@
 
 This machine has no internet; ccxt's URLs are pointed here (`ccxt_urls`). Only the public market-data calls that
 ccxt makes for freqtrade are answered; every request is recorded (`calls`) so a test can say what freqtrade asked.
-Prices are a flat line around a fixed price per pair, so a dry-run limit order at the ask fills at once.
+Prices are a flat line around a price per pair, so a dry-run limit order at the ask fills at once; `set_price`
+moves a pair's line (a limit order far from it stays open until the line crosses it).
 
 What freqtrade 2026.9 (ccxt 4.5.90, spot, enable_ws false) asks: at start exchangeInfo and time; every loop
 ticker/24hr; klines per pair on each new candle; depth when it checks whether a dry-run order filled.
@@ -72,9 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    @staticmethod
-    def _price(symbol: str) -> float:
-        return PAIRS[symbol][2]
+    def _price(self, symbol: str) -> float:
+        with self.server.lock:
+            return self.server.prices[symbol]
 
     def _klines(self, q: dict) -> list:
         step = INTERVALS[q.get("interval", "5m")] * 1000
@@ -117,6 +118,7 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.calls: list[str] = []
         self.unanswered: list[str] = []
+        self.prices = {s: p for s, (_b, _q, p) in PAIRS.items()}
 
 
 class StandInExchange:
@@ -144,6 +146,11 @@ class StandInExchange:
     def unanswered(self) -> list[str]:
         with self._server.lock:
             return list(self._server.unanswered)
+
+    def set_price(self, symbol: str, price: float) -> None:
+        """From now on the pair (e.g. BTCUSDT) trades around `price`: its candles, tickers and order book."""
+        with self._server.lock:
+            self._server.prices[symbol] = price
 
     def ccxt_urls(self) -> dict:
         """freqtrade's exchange.ccxt_config / ccxt_async_config: ccxt deep-merges it over binance's own URLs."""

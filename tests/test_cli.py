@@ -52,8 +52,15 @@ def test_an_unknown_option_is_a_usage_error_with_exit_2():
 
 
 def test_the_demo_deploys_twice_rolls_back_once_and_exits_0():
-    """The quick start's first command, as a new user runs it."""
+    """The quick start's first command, as a new user runs it: the gate waits for a trade in flight before each
+    switch, and the positions it saw stay open across the switch and across the rollback."""
     proc = slotctl("demo")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.stdout.count("   ok: ") == 5 and "UNEXPECTED" not in proc.stdout
-    assert "demo finished" in proc.stdout
+    out = proc.stdout
+    assert proc.returncode == 0, out[-2000:] + proc.stderr[-2000:]
+    assert out.count("   ok: ") == 9 and "UNEXPECTED" not in out
+    assert out.count("quiesce: waiting (recorded): bot is trading, not idle") == 2
+    assert "gate open after" in out and "(recorded): idle, 1 open position(s) recorded: p1\n" in out
+    assert "(recorded): idle, 2 open position(s) recorded: p1, p2\n" in out
+    assert "open positions: p1 at the gate; p1 after the switch, " in out
+    assert "open positions: p1, p2 at the gate; p1, p2 after the rollback, " in out
+    assert "demo finished" in out

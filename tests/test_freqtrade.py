@@ -4,7 +4,7 @@ The bot repository's releases are freqtrade configs and strategies pinned by com
 hash-pinned in requirements.lock; slot venvs are built offline from the wheels scripts/setup downloaded
 (tests/ftwheels.py). ccxt's Binance URLs point at tests/ftexchange.py on loopback: this machine has no internet.
 Units, drain and state sources are examples/freqtrade's: Type=notify with --sd-notify, the drain over the REST
-API (/stopentry, undone by /start), the open trades read from freqtrade's own SQLite database.
+API (/stopentry, undone by /start), the open trades and orders read from freqtrade's own SQLite database.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import BotRepo, Host, write_inventory
 from ftexchange import StandInExchange
@@ -112,9 +113,9 @@ class Api:
         self.base = f"http://127.0.0.1:{port}/api/v1/"
         self.auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
-    def __call__(self, path: str, body: dict | None = None):
+    def __call__(self, path: str, body: dict | None = None, method: str | None = None):
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, headers={
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
             "Authorization": self.auth, "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.load(resp)
@@ -137,11 +138,12 @@ def exchange():
 
 
 @pytest.fixture
-def ft(sandbox, exchange, tmp_path):
+def ft(sandbox, exchange, tmp_path, request):
+    """request.param (indirect parametrization): keys of config.json to set for every release."""
     wheels = wheels_dir()
     assert wheels.is_dir(), f"{wheels}: freqtrade's wheels are missing: run scripts/setup (it downloads them once)"
     port = _free_port()
-    shas = _make_repo(tmp_path / "repo", _config(exchange, port), {
+    shas = _make_repo(tmp_path / "repo", {**_config(exchange, port), **getattr(request, "param", {})}, {
         "v1": STRATEGY.format(release="v1"), "v2": STRATEGY.format(release="v2"), "broken": BROKEN,
         "raises": RAISES.format(release="raises")})
     secrets = sandbox.shared / "etc"  # inside the sandbox too: systemd reads the EnvironmentFile there
@@ -297,6 +299,87 @@ def test_a_strategy_that_raises_on_its_first_candle_is_rejected_in_rehearsal_and
     assert running_slot(ft) == "green" and not (ft.root / "shared/rehearsal").exists()
     wait_for(ft.api.up, 60)
     assert ft.api.open_trades() == trades
+
+
+STOPLOSS_ON_EXCHANGE = {"order_types": {"entry": "limit", "exit": "limit", "stoploss": "limit",
+                                        "stoploss_on_exchange": True}}
+
+
+def _example_orders() -> dict:
+    """The example's quiesce.orders section, as written."""
+    return yaml.safe_load((EXAMPLE / "inventory.yaml").read_text())["defaults"]["quiesce"]["orders"]
+
+
+def _db_rows(host, query: str) -> list[tuple]:
+    db = host.root / "shared/data/tradesv3.sqlite"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def _db_orders(host) -> dict[str, bool]:
+    """freqtrade's open orders as the example's query reads them: id -> protective."""
+    return {r[0]: bool(r[1]) for r in _db_rows(host, _example_orders()["query"])}
+
+
+def _db_stoplosses(host) -> dict[str, tuple[int, str]]:
+    """Every stoploss order freqtrade recorded: its exchange order id -> (ft_is_open, status)."""
+    return {r[0]: (r[1], r[2]) for r in _db_rows(host, "SELECT order_id, ft_is_open, status FROM orders "
+                                                        "WHERE ft_order_side = 'stoploss'")}
+
+
+@pytest.mark.parametrize("ft", [STOPLOSS_ON_EXCHANGE], indirect=True)
+def test_open_entry_orders_hold_the_gate_until_filled_or_cancelled_and_a_stoploss_on_the_exchange_survives_the_switch(ft, exchange):
+    """The example's orders source on freqtrade's own database. Limit entries far below the stand-in's book stay open:
+    the gate waits for them (exit 5, drain lifted, nothing switched). One cancelled, the other filled: freqtrade puts
+    its stoploss on the exchange, which does not hold the gate, is snapshotted, and the new release takes over."""
+    t0 = time.monotonic()
+    ft.reconfigure(quiesce={"orders": _example_orders()})
+    assert deploy(ft, "v1").returncode == 0
+    wait_for(ft.api.up, 60)
+    btc = ft.api("forceenter", {"pair": "BTC/USDT", "side": "long", "price": 25000})["trade_id"]
+    eth = ft.api("forceenter", {"pair": "ETH/USDT", "side": "long", "price": 1500})["trade_id"]
+    entries = _db_orders(ft)
+    assert len(entries) == 2 and not any(entries.values()), entries  # both in flight: the book is at 50000 and 3000
+    pid = ft.ctx.systemd.state("freqtrade.service").main_pid
+
+    held = deploy(ft, "v2", "--quiesce-timeout", "3")
+    assert held.returncode == 5, held.stdout + held.stderr
+    out = envelope(held)["hosts"]["local"]
+    assert "2 order(s) in flight: " in out["summary"] and all(o in out["summary"] for o in entries), out["summary"]
+    assert "nothing switched, drain lifted" in out["summary"], out["summary"]
+    assert ft.ctx.systemd.state("freqtrade.service").main_pid == pid and active(ft) == "slots/blue"
+    assert ft.api("show_config")["state"] == "running"  # /start undid /stopentry
+    assert _db_orders(ft) == entries and ft.api.open_trades() == {btc, eth}
+    t_held = time.monotonic() - t0
+
+    # Cancelled unfilled: freqtrade deletes the trade, then fails to show it ("no active trade", HTTP 502).
+    with pytest.raises(urllib.error.HTTPError, match="502"):
+        ft.api(f"trades/{eth}/open-order", method="DELETE")
+    assert eth not in ft.api.open_trades()
+    exchange.set_price("BTCUSDT", 24000)  # the book crosses 25000: the BTC entry fills, its stoploss goes on
+    stop = f"BTC/USDT stoploss of trade {btc}"
+    wait_for(lambda: _db_orders(ft) == {stop: True}, 30)
+    [(before, state)] = _db_stoplosses(ft).items()
+    assert state == (1, "open")
+    through = deploy(ft, "v2")
+    assert through.returncode == 0, through.stdout + through.stderr
+    assert running_slot(ft) == "green"
+    snap = [r for r in journal_records(ft) if r.get("step") == "snapshot" and r.get("phase") == "end"][-1]
+    assert snap["protective_orders"] == [stop] and snap["open_orders"] == [], snap
+    # The new freqtrade showed a stoploss open for the trade, as the probe required: a new order. In dry-run
+    # freqtrade closes every open dry-run stoploss in its database at start (persistence/migrations.py,
+    # fix_old_dry_orders: status left "open") and places a new one on its first loop.
+    wait_for(ft.api.up, 60)
+    assert ft.api.open_trades() == {btc} and _db_orders(ft) == {stop: True}
+    after = _db_stoplosses(ft)
+    [now] = [i for i, (is_open, _) in after.items() if is_open]
+    assert now != before and after[before] == (0, "open"), after
+    sl = [o for t in ft.api("status") for o in t["orders"] if o["ft_order_side"] == "stoploss"]
+    assert [(o["order_id"], o["is_open"]) for o in sl if o["is_open"]] == [(now, True)], sl
+    print(f"held {t_held:.0f}s, through {time.monotonic() - t0 - t_held:.0f}s")  # with -s
 
 
 def test_the_example_inventory_loads_and_renders_freqtrades_unit_with_sd_notify_and_its_secrets_by_reference():

@@ -97,3 +97,24 @@ def test_an_interpreter_the_host_lacks_is_an_error_not_a_download(bot_repo, tmp_
     lock.write_text("")
     with pytest.raises(BuildError, match="uv venv --python python3.1"):
         venv.build(tmp_path / "venv", "python3.1", lock, OFFLINE(bot_repo.wheels))
+
+
+def test_a_repository_path_that_does_not_exist_is_named_as_such(tmp_path):
+    with pytest.raises(InputError) as e:
+        gitsrc.Source(str(tmp_path / "nope"), tmp_path / "cache")
+    assert e.value.message == f"repo {tmp_path / 'nope'}: no such directory; expected the bot's git repository (a path, or a URL)"
+
+
+def test_a_url_git_cannot_fetch_says_gits_own_reason_on_one_line(tmp_path):
+    with pytest.raises(InputError) as e:
+        gitsrc.Source(f"file://{tmp_path}/missing.git", tmp_path / "cache")
+    assert "cannot fetch: " in e.value.message and e.value.message.endswith("does not appear to be a git repository")
+    assert not e.value.message.endswith("'") and "\n" not in e.value.message, e.value.message
+
+
+def test_a_hash_mismatch_says_what_was_pinned_and_what_the_file_has():
+    from slotctl.adapters.venv import uv_said
+
+    said = uv_said(["error: Failed to prepare distributions", "Caused by: Failed to fetch wheel: tradekit==1.0.0",
+                    "Caused by: Hash mismatch for `tradekit==1.0.0`", "Expected:", "sha256:aaa", "Computed:", "sha256:bbb"])
+    assert said.startswith("hash mismatch for tradekit==1.0.0: the lockfile pins sha256:aaa, the file has sha256:bbb")

@@ -153,7 +153,7 @@ CATALOGUE = [
     ("lockfile line without a hash", bad_commit("unhashed"), 2, "has no --hash=sha256"),
     ("lockfile range instead of a pin", bad_commit("range"), 2, "expected 'name==version"),
     ("lockfile pin twice", bad_commit("twice"), 2, "pinned twice"),
-    ("lockfile with its own index", bad_commit("index"), 2, "expected 'name==version"),
+    ("lockfile with its own index", bad_commit("index"), 2, "--index-url: where packages come from is the inventory's"),
     ("commit without a lockfile", bad_commit("nolock"), 2, "has no file 'requirements.lock'"),
     ("commit with a symlink out of its tree", bad_commit("escape"), 2, "symlink live_config.json -> /etc/passwd leaves the tree"),
     # templates

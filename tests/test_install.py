@@ -48,11 +48,28 @@ def tool(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_the_wheel_carries_the_unit_templates_and_the_reference_bot(tool):
-    """What the demo and the default units need is package data, not files of the checkout."""
+    """What the demo and the default units need is package data, not files of the checkout: the top-level
+    templates/ goes in as slotctl/templates/, beside the code, and nothing lands outside slotctl/."""
     names = set(zipfile.ZipFile(tool["wheel"]).namelist())
-    for name in ("slotctl/templates/trading-bot.service.j2", "slotctl/templates/trading-bot-dashboard.service.j2",
-                 "slotctl/data/refbot/run.py", "slotctl/data/refbot/dashboard.py", "slotctl/data/refbot/live_config.json"):
+    for path in (CHECKOUT / "templates").iterdir():
+        assert f"slotctl/templates/{path.name}" in names
+    for name in ("slotctl/data/refbot/run.py", "slotctl/data/refbot/dashboard.py", "slotctl/data/refbot/live_config.json"):
         assert name in names
+    assert {n.split("/")[0] for n in names} == {"slotctl", f"slotctl-{__version__}.dist-info"}
+
+
+def test_the_wheel_carries_every_package_of_the_checkout(tool):
+    """pyproject.toml lists the packages (for templates/'s mapping): a new one left out of the list fails here."""
+    names = set(zipfile.ZipFile(tool["wheel"]).namelist())
+    for init in (CHECKOUT / "slotctl").rglob("__init__.py"):
+        assert str(init.relative_to(CHECKOUT)) in names
+
+
+def test_a_checkout_renders_from_its_top_level_templates():
+    """The design card's layout: a checkout, and so its editable install (a path in a .pth), uses templates/."""
+    from slotctl.adapters import units
+
+    assert units.DEFAULT_TEMPLATES == CHECKOUT / "templates"
 
 
 def test_the_installed_slotctl_finds_its_data_inside_its_own_install(tool):

@@ -217,3 +217,53 @@ def test_a_sandbox_in_a_deep_directory_is_reached_through_a_short_link(tmp_path)
     finally:
         sb.stop()
     assert not link.exists() and not link.is_symlink()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slotctl", "sandbox", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_sandbox_start_refuses_a_running_sandbox_and_leaves_its_units_running(tmp_path):
+    """A second `sandbox start` on the same directory once replaced the sandbox, stopping the bots inside."""
+    directory = tmp_path / "sb"
+    assert _cli("start", str(directory)).returncode == 0
+    try:
+        sb = Sandbox(directory)
+        init = sb.init_pid
+        _write_unit(sb, "sleeper.service", "[Service]\nExecStart=/bin/sleep 300\n")
+        sd = Systemd(sb.bus_address)
+        sd.daemon_reload()
+        before = sd.start("sleeper.service").main_pid
+        proc = _cli("start", str(directory))
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.count("\n") == 1 and "a sandbox runs there already: stop it first" in proc.stderr
+        assert sb.init_pid == init and sb.running
+        st = Systemd(sb.bus_address).state("sleeper.service")
+        assert (st.active_state, st.main_pid) == ("active", before)
+    finally:
+        assert _cli("stop", str(directory)).returncode == 0
+    assert not Sandbox(directory).running
+
+
+def test_sandbox_exec_runs_a_command_inside_and_passes_its_exit_code_through(tmp_path):
+    directory = tmp_path / "sb"
+    assert _cli("start", str(directory)).returncode == 0
+    try:
+        proc = _cli("exec", str(directory), "--", "systemctl", "is-system-running")
+        assert proc.returncode == 0 and proc.stdout.strip() in ("running", "degraded"), proc.stderr
+        # Inside its pid namespace: PID 1 is the sandbox's systemd. Without --, the command's options stay its own.
+        proc = _cli("exec", str(directory), "cat", "-A", "/proc/1/comm")
+        assert proc.returncode == 0 and proc.stdout == "systemd$\n"
+        proc = _cli("exec", str(directory), "--", "systemctl", "is-active", "never-installed.service")
+        assert (proc.returncode, proc.stdout.strip()) == (3, "inactive")
+        assert _cli("exec", str(directory), "--", "sh", "-c", "exit 7").returncode == 7
+        assert _cli("exec", str(directory), "--", "sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
+    finally:
+        assert _cli("stop", str(directory)).returncode == 0
+
+
+def test_sandbox_exec_where_no_sandbox_runs_is_exit_2_in_one_line(tmp_path):
+    proc = _cli("exec", str(tmp_path), "--", "systemctl", "status")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"slotctl sandbox exec: error: {tmp_path}: no sandbox runs there "
+                           f"(start one: slotctl sandbox start {tmp_path})\n")

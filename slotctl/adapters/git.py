@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -16,15 +18,18 @@ class Source:
 
         self._git = git
         self.url = repo
+        local = "://" not in repo and not re.match(r"^[^/]+@[^/]+:", repo)
+        if local and not Path(repo).exists():
+            raise InputError(f"repo {repo}: no such directory; expected the bot's git repository (a path, or a URL)")
         try:
             if Path(repo).is_dir():
                 self.repo = git.Repo(repo)
             else:
                 self.repo = self._mirror(repo, cache)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise InputError(f"repo {repo}: not a git repository") from None
+            raise InputError(f"repo {repo}: not a git repository (no .git in it; a bare repository is fine too)") from None
         except git.GitCommandError as e:
-            raise InputError(f"repo {repo}: cannot fetch: {e.stderr.strip().splitlines()[-1] if e.stderr.strip() else e}") from None
+            raise InputError(f"repo {repo}: cannot fetch: {git_said(e)}") from None
 
     def _mirror(self, url: str, cache: Path):
         """A bare mirror under the host's .slotctl/, fetched before each resolve."""
@@ -42,8 +47,41 @@ class Source:
         except self._git.GitCommandError:
             raise InputError(f"repo {self.url}: commit {sha} not found") from None
         if kind != "commit":
-            raise InputError(f"repo {self.url}: {sha} is a {kind}, not a commit")
+            hint = " (a signed tag may be pinned by its SHA with source.signatures)" if kind == "tag" else ""
+            raise InputError(f"repo {self.url}: {sha} is a {kind}, not a commit{hint}")
         return self.repo.commit(sha)
+
+    def object_type(self, sha: str) -> str:
+        try:
+            return self.repo.git.cat_file("-t", sha)
+        except self._git.GitCommandError:
+            raise InputError(f"repo {self.url}: commit {sha} not found") from None
+
+    def raw(self, sha: str) -> bytes:
+        """The object's bytes as stored (a commit's or a tag's headers, signature and message)."""
+        return self.repo.odb.stream(bytes.fromhex(sha)).read()
+
+    def tags_naming(self, sha: str) -> list[tuple[str, str, str]]:
+        """(name, object type, object SHA) of each tag that names the commit, directly or through a tag object."""
+        out = self.repo.git.for_each_ref(f"--points-at={sha}", "--format=%(refname:short) %(objecttype) %(objectname)",
+                                         "refs/tags")
+        return [tuple(line.split(" ", 2)) for line in out.splitlines() if line.count(" ") == 2]
+
+    def verify_ssh(self, sha: str, kind: str, allowed_signers: str) -> tuple[bool, list[str]]:
+        """`git verify-commit` (or verify-tag) of an SSH signature against this allowed-signers text, which git's
+        ssh-keygen reads from an in-memory file: exactly the text slotctl checked, and nothing written to disk. The
+        options that decide the verdict are pinned over any config of the repository or the user."""
+        fd = os.memfd_create("allowed-signers", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, allowed_signers.encode())
+            proc = subprocess.run(
+                ["git", f"--git-dir={self.repo.git_dir}", "-c", "gpg.format=ssh", "-c", "gpg.ssh.program=ssh-keygen",
+                 "-c", f"gpg.ssh.allowedSignersFile=/dev/fd/{fd}", "-c", "gpg.minTrustLevel=fully",
+                 f"verify-{kind}", "--raw", sha],
+                pass_fds=(fd,), capture_output=True, text=True, timeout=60)
+        finally:
+            os.close(fd)
+        return proc.returncode == 0, [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
 
     def read(self, commit, path: str) -> bytes:
         try:
@@ -52,7 +90,8 @@ class Source:
             raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no file {path!r}") from None
 
     def verify_signature(self, commit) -> None:
-        """require_signed_commits: `git verify-commit` with the keys of the user running slotctl."""
+        """require_signed_commits: `git verify-commit` with the keys of the user running slotctl (unpinned: the
+        user's gpg keyring or gpg.ssh.allowedSignersFile; source.signatures pins them in the inventory)."""
         try:
             self.repo.git.verify_commit(commit.hexsha)
         except self._git.GitCommandError as e:
@@ -80,3 +119,13 @@ class Source:
                 tar.extractall(dest, filter="data")
             except tarfile.FilterError as e:
                 raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]}: {e}") from None
+
+
+def git_said(e) -> str:
+    """git's own reason from a GitCommandError, on one line: GitPython wraps its stderr as "stderr: 'fatal: ...'"."""
+    text = (e.stderr or "").strip()
+    text = re.sub(r"^stderr: '|'$", "", text, flags=re.S).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    # The first fatal line is the specific one ("... does not appear to be a git repository"); later ones are generic.
+    return (fatal[0] if fatal else lines[-1] if lines else f"git exited {e.status}").removeprefix("fatal: ")

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..core import sources
 from ..core.health import Heartbeat, Unanswered
-from ..core.quiesce import LOCKED, MISSING, TORN, UNREADABLE, UNSAFE, Positions, json_state, parse_positions
+from ..core.quiesce import LOCKED, MISSING, TORN, UNREADABLE, UNSAFE, Orders, Positions, json_state, parse_positions
 from ..core.secret import redact_url
-from ..inventory import CountConfig, DecisionsConfig, HostConfig, PositionsConfig
+from ..inventory import CountConfig, DecisionsConfig, HostConfig, OrdersConfig, PositionsConfig
 from . import credentials, fs
 
 DEFAULT_TIMEOUT = {"sqlite": 1.0, "http": 5.0, "command": 10.0}
@@ -275,7 +275,57 @@ def _read_ids(host: HostConfig, p: PositionsConfig) -> Positions:
     return sources.positions_from(sources.search(p.select, doc), p.select, bad_shape=UNREADABLE)
 
 
-def read_count(host: HostConfig, p: PositionsConfig, c: CountConfig) -> tuple[int | None, str | None]:
+def read_orders(host: HostConfig) -> Orders | None:
+    """The bot's open orders from quiesce.orders (None when not configured), confirmed when `confirm` is set. Read
+    like the positions: beneath the root without following links, capped, read-only; any failure is not known."""
+    o = host.quiesce.orders
+    if o is None:
+        return None
+    timeout = o.timeout or DEFAULT_TIMEOUT.get(o.source, 5.0)
+    if o.source == "file":
+        assert o.path is not None and o.select is not None
+        try:
+            raw = fs.read_beneath(host.root, o.path, fs.JSON_CAP)
+        except fs.Unsafe as e:
+            return Orders(UNSAFE, detail=str(e))
+        if raw is None:
+            return Orders(MISSING, detail=f"orders file {host.root / o.path} missing")
+        doc, problem = json_state(raw)
+        if problem is not None:
+            return Orders(problem.state, detail=f"orders file {host.root / o.path}: {problem.detail}")
+        found = sources.orders_from(sources.search(o.select, doc), o.select)
+    elif o.source == "sqlite":
+        assert o.path is not None and o.query is not None
+        rows, why = query_sqlite(host.root / o.path, o.query, timeout, root=host.root)
+        if why is not None:
+            return Orders(why.state, detail=why.detail)
+        found = sources.orders_from([list(r) for r in rows or []], o.query)
+    else:
+        assert o.select is not None
+        doc, problem = fetch_json(o.url or "", o.credentials_file, timeout) if o.source == "http" else run_json(o.argv, timeout)
+        if problem:
+            return Orders(UNREADABLE, detail=str(problem))
+        found = sources.orders_from(sources.search(o.select, doc), o.select, bad_shape=UNREADABLE)
+    if o.confirm is None or found.state != "ok" or found.in_flight:
+        return found
+    count, problem = read_count(host, o, o.confirm)
+    return sources.confirmed_orders(found, count, problem or "")
+
+
+def orders_written_at(host: HostConfig, read_at: float, heartbeat_ts: float | None) -> float | None:
+    """When the orders source last showed the running bot's own word, as positions_written_at for the positions."""
+    o = host.quiesce.orders
+    assert o is not None
+    if o.source == "file":
+        try:
+            st = fs.lstat_beneath(host.root, o.path or "")
+        except fs.Unsafe:
+            return None
+        return st.st_mtime if st else None
+    return heartbeat_ts if o.source == "sqlite" else read_at
+
+
+def read_count(host: HostConfig, p: PositionsConfig | OrdersConfig, c: CountConfig) -> tuple[int | None, str | None]:
     """The confirm reading: a number of open positions, or (None, why not)."""
     source = c.source or p.source
     same = source == p.source

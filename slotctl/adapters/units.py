@@ -17,8 +17,17 @@ from . import fs
 
 LINK_SUFFIXES = tuple(LINK_DIRS.values())
 
-# Package data (pyproject.toml), beside the code: the same path in a checkout and in an installed wheel.
-DEFAULT_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+def _default_templates() -> Path:
+    """The wheel installs the top-level templates/ as slotctl/templates, beside the code (pyproject.toml's
+    package-dir); a checkout, and an editable install (a path in a .pth, or setuptools' finder), keep it beside
+    slotctl/. Only the directory differs: inputs_digest hashes paths relative to it, so a digest stays the same."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"
+    return installed if installed.is_dir() else package.parent / "templates"
+
+
+DEFAULT_TEMPLATES = _default_templates()
 
 
 # systemd reads each directive its own way; one filter per way (systemd.service(5), systemd.exec(5)).

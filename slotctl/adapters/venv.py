@@ -72,8 +72,26 @@ def _run(argv: list[str], what: str) -> None:
     proc = _group_run(argv, _uv_env())
     if proc.returncode != 0:
         lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-        detail = " | ".join(lines[-4:]) if lines else f"exit {proc.returncode}"
-        raise BuildError(f"{what} failed: {detail}")
+        raise BuildError(f"{what} failed: {uv_said(lines) if lines else f'exit {proc.returncode}'}")
+
+
+def uv_said(lines: list[str]) -> str:
+    """uv's reason on one line. A hash mismatch is said as what was pinned against what the file has; otherwise its
+    last "Caused by" (the root cause), else its last lines."""
+    for i, line in enumerate(lines):
+        if "hash mismatch" in line.lower():
+            dist = line.split("`")[1] if line.count("`") >= 2 else line
+            want, got = _listed_under(lines[i + 1:], "Expected:"), _listed_under(lines[i + 1:], "Computed:")
+            return (f"hash mismatch for {dist}: the lockfile pins {want or '?'}, the file has {got or '?'} (the file "
+                    "changed since the lock was made: restore it, or lock again and review the change)")
+    causes = [line.removeprefix("Caused by:").strip() for line in lines if line.startswith("Caused by:")]
+    return causes[-1] if causes else " | ".join(lines[-4:])
+
+
+def _listed_under(lines: list[str], heading: str) -> str | None:
+    """The first hash uv lists under a heading ("Expected:", "Computed:")."""
+    at = lines.index(heading) if heading in lines else None
+    return next((x for x in lines[at + 1:] if x.startswith("sha256:")), None) if at is not None else None
 
 
 def _dist_of(filename: str) -> tuple[str, str] | None:

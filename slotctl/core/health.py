@@ -90,6 +90,8 @@ class Observation:
     log_mtime: float | None = None  # the dashboard's log file's mtime; None: missing
     external: tuple[str, ...] = ()  # what the HTTP and command probes found wrong
     units: tuple[UnitSeen, ...] = ()  # the release's other units (a dashboard)
+    protective: tuple[str, ...] | None = None  # protective orders the source shows now; None: not read now
+    orders_written: float | None = None  # when the orders source last showed the running bot's own word
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Baseline:
     expected_positions: tuple[str, ...] | None = None  # open at the gate; None: not checked
     log_file: str | None = None  # the log the dashboard reads; None: not checked
     units: tuple[UnitSeen, ...] = ()  # the release's other units right after the start
+    expected_protective: tuple[str, ...] | None = None  # protective orders open at the gate; None: not checked
 
 
 def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -> list[str]:
@@ -136,6 +139,12 @@ def problems(obs: Observation, base: Baseline, max_age: float, *, final: bool) -
     elif final and not loaded:
         found.append(f"the new bot never showed that it loaded the {len(base.expected_positions or ())} position(s) open "
                      "at the gate: its positions were not rewritten since the restart and its heartbeat gives no count")
+    kept, problem = protective_kept(obs, base, final=final)
+    if problem:
+        found.append(problem)
+    elif final and not kept:
+        found.append(f"the new bot never showed the {len(base.expected_protective or ())} protective order(s) open at "
+                     f"the gate ({', '.join(base.expected_protective or ())}): its orders were not rewritten since the restart")
     if final and base.log_file is not None and (obs.log_mtime is None or obs.log_mtime < base.started_at):
         state = ("missing" if obs.log_mtime is None else
                  f"not written since the restart (last written {base.started_at - obs.log_mtime:.3f}s before it)")
@@ -173,3 +182,25 @@ def positions_loaded(obs: Observation, base: Baseline) -> tuple[bool, str | None
                           f"gate ({', '.join(expected)}): it did not load its state")
         return True, None
     return ids_seen, None
+
+
+def protective_kept(obs: Observation, base: Baseline, *, final: bool = True) -> tuple[bool, str | None]:
+    """(settled, problem): does the new bot report the protective orders open at the gate (a stoploss on the
+    exchange)? Its own word only: the orders source rewritten since its start (or, for a database, read while it
+    runs on it). A release that lost track of one would leave the position unprotected: rolled back.
+
+    One missing before the end of the window (final) is not settled yet: a bot may put it back on its first loops,
+    after it has already started on the database (freqtrade closes its dry-run stoplosses at start, then places
+    new ones)."""
+    expected = base.expected_protective
+    if not expected:
+        return True, None
+    if obs.protective is None or obs.orders_written is None or obs.orders_written < base.started_at:
+        return False, None
+    lost = [i for i in expected if i not in obs.protective]
+    if lost:
+        if not final:
+            return False, None
+        return True, (f"protective order(s) lost since the switch: {', '.join(lost)} were open at the gate, the new "
+                      "bot's orders lack them")
+    return True, None

@@ -64,7 +64,8 @@ class Deploy:
         outcome, code = self.outcome()
         return {"id": self.id, "action": self.action, "commit": self.begin.get("commit"), "user": self.begin.get("user"),
                 "ts": self.begin.get("ts"), "from_slot": self.begin.get("from_slot"), "to_slot": self.begin.get("to_slot"),
-                "steps": steps, "outcome": outcome, "exit_code": code, "summary": (self.end or {}).get("summary")}
+                "steps": steps, "outcome": outcome, "exit_code": code, "summary": (self.end or {}).get("summary"),
+                "signer": self.begin.get("signer")}
 
 
 def deploys(records: list[dict[str, Any]]) -> list[Deploy]:

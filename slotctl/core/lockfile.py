@@ -24,6 +24,10 @@ class Pin:
     marker: str | None = None
 
 
+# pip-compile and `uv pip compile` may write these; slotctl takes the index from the inventory only.
+_INDEX_OPTIONS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--no-index", "--trusted-host")
+
+
 def parse(text: str, where: str) -> dict[str, Pin]:
     """Pins by normalized name. Anything not exactly pinned and hashed is an InputError naming the line."""
     pins: dict[str, Pin] = {}
@@ -48,6 +52,10 @@ def parse(text: str, where: str) -> dict[str, Pin]:
         options = [p for p in parts if p.startswith("--")]
         spec = " ".join(spec_parts)
         m = _REQ.match(spec)
+        where_from = next((o for o in options if o.split("=")[0] in _INDEX_OPTIONS), None)
+        if where_from is not None:
+            raise InputError(f"{where}:{lineno}: {where_from.split('=')[0]}: where packages come from is the inventory's "
+                             "`index` (url, find_links), not the lockfile's: remove this line")
         if not m:
             raise InputError(f"{where}:{lineno}: expected 'name==version --hash=sha256:...', got {spec or entry!r}")
         bad = [o for o in options if not _HASH.match(o)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from typing import Any
 
 FORMAT = 1
@@ -27,6 +27,9 @@ class Manifest:
     venv_relocatable: bool = False
     venv_from: str = ""  # "": built from the lockfile; else the slot (and commit) whose venv it reuses
     units_inputs: str = ""  # digest of what rendered the units (adapters/units.inputs_digest)
+    # Who signed it, as source.signatures verified at its build: principal, fingerprint, key_type, signed (commit or
+    # tag), tag, allowed_signers. Empty: not verified against pinned keys (older manifests too).
+    signer: dict[str, Any] = field(default_factory=dict)
     verdict: str = "unproven"  # good: passed its probes once; bad: failed them, never chosen again
     verdict_reason: str = ""
     verdict_at: float = 0.0
@@ -68,4 +71,6 @@ def parse(text: str) -> Manifest:
         raise ManifestProblem("not marked complete")
     if data.get("verdict") not in VERDICTS:
         raise ManifestProblem(f"verdict {data.get('verdict')!r}")
+    if not isinstance(data.get("signer", {}), dict):
+        raise ManifestProblem("signer is not a JSON object")
     return Manifest(**data)

@@ -28,6 +28,21 @@ class Positions:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class Orders:
+    """The bot's open orders (quiesce.orders): those in flight hold the gate; protective ones (a stoploss kept on
+    the exchange) are recorded and must survive the switch. A state other than OK is "not known yet"."""
+
+    state: str
+    in_flight: tuple[str, ...] = ()
+    protective: tuple[str, ...] = ()
+    detail: str = ""
+
+    def describe(self) -> str:
+        return (f"{len(self.in_flight)} in flight ({', '.join(self.in_flight) or '-'}), {len(self.protective)} "
+                f"protective ({', '.join(self.protective) or '-'})")
+
+
 def json_state(data: bytes) -> tuple[object, Positions | None]:
     """The JSON document of a state file, or why there is none: zero bytes is EMPTY, a half-written file TORN."""
     import json
@@ -68,6 +83,7 @@ class GateObservation:
     drain_id: str | None = None  # this drain request's id, in the flag; None: the flag is an operator's (no id)
     # Distinct heartbeats (by ts) dated at or after drain_since that the gate has seen, this one included.
     heartbeats_since: int = 0
+    orders: Orders | None = None  # quiesce.orders; None: not configured
 
 
 def suspicious(obs: GateObservation, last_good_open: int | None) -> str | None:
@@ -112,6 +128,9 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
         return False, f"positions file is {p.state}"
     if policy == "flat" and p.count:
         return False, f"{p.count} open position(s): {', '.join(p.ids)}"
+    waiting = orders_in_flight(obs.orders, obs.bot_running)
+    if waiting:
+        return False, waiting
     if not obs.bot_running:
         return True, "flat, bot not running" if policy == "flat" else f"bot not running; {p.count} open position(s) on disk"
     if hb is None:
@@ -135,6 +154,21 @@ def gate(obs: GateObservation, policy: str) -> tuple[bool, str]:
     if hb.open_positions is not None and hb.open_positions != p.count:
         return False, f"bot reports {hb.open_positions} open, the positions file has {p.count}: not all recorded yet"
     return True, f"{ack}, {p.count} open position(s) recorded: {', '.join(p.ids) or '-'}"
+
+
+def orders_in_flight(orders: Orders | None, bot_running: bool) -> str | None:
+    """What the gate waits for in the bot's orders, under both policies; None: no order in flight (or not asked).
+
+    An order source not read is "not known yet", never "none". With no bot running nothing is in flight that
+    waiting would settle (a first deploy has no orders file yet; an API answers only while its bot runs): the
+    orders the source shows are recorded in the snapshot and the new bot takes them over, as it does positions."""
+    if orders is None or not bot_running:
+        return None
+    if orders.state != OK:
+        return f"open orders not known yet ({orders.state}: {orders.detail}); waiting, not reading it as none"
+    if orders.in_flight:
+        return f"{len(orders.in_flight)} order(s) in flight: {', '.join(orders.in_flight)}"
+    return None
 
 
 def unacknowledged(obs: GateObservation, hb: Heartbeat) -> str | None:

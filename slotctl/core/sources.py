@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .health import Heartbeat, echoed_drain
-from .quiesce import INVALID, OK, UNREADABLE, Positions
+from .quiesce import INVALID, OK, UNREADABLE, Orders, Positions
 
 
 def search(expr: str, doc: Any) -> Any:
@@ -43,6 +43,32 @@ def positions_from_rows(rows: list[tuple]) -> Positions:
             return Positions(INVALID, detail=f"query row {i}: first column is {_kind(row[0] if row else None)}, expected an id")
         ids.append(str(row[0]))
     return Positions(OK, tuple(ids))
+
+
+def orders_from(value: Any, expr: str, *, bad_shape: str = INVALID) -> Orders:
+    """What the orders source gave: a list whose items are an order id (in flight) or [id, protective] (a row of a
+    query, or a select such as `orders[].[id, type == 'stop']`). `[]` is no open order."""
+    if not isinstance(value, list):
+        return Orders(bad_shape, detail=f"{expr!r} gave {_kind(value)}, expected a list of orders")
+    in_flight, protective = [], []
+    for i, v in enumerate(value):
+        item = list(v) if isinstance(v, (list, tuple)) else [v]
+        oid = item[0] if item else None
+        if isinstance(oid, bool) or not isinstance(oid, (str, int)) or len(item) > 2:
+            return Orders(bad_shape, detail=f"{expr!r}: item {i} is {_kind(v)}, expected an order id or [id, protective]")
+        (protective if len(item) == 2 and item[1] else in_flight).append(str(oid))
+    return Orders(OK, tuple(in_flight), tuple(protective))
+
+
+def confirmed_orders(o: Orders, count: int | None, detail: str = "") -> Orders:
+    """"No order in flight" is believed only when the confirm reading counts 0 too (as confirmed() for positions)."""
+    if o.state != OK or o.in_flight:
+        return o
+    if count is None:
+        return Orders(UNREADABLE, detail=f"the source says none in flight, but its confirm reading failed: {detail}")
+    if count != 0:
+        return Orders(UNREADABLE, detail=f"the source says none in flight, but its confirm reading counts {count}")
+    return o
 
 
 def count_from(value: Any) -> int | None:

@@ -21,14 +21,16 @@ from pathlib import Path
 from .. import __version__, faults
 from ..adapters import fs, ownership, venvfiles
 from ..adapters import git as gitsrc
+from ..adapters import signers as signers_file
 from ..adapters import units as unitsmod
 from ..adapters import venv as venvmod
 from ..core import lockfile, parity
 from ..core.layout import Layout, other
 from ..core.manifest import Manifest
+from ..core.signers import describe as describe_signer
 from ..errors import BuildError, InputError
 from ..inventory import SHA_RE
-from . import preflight
+from . import preflight, signatures
 from .host import HostContext
 from .verify import read_config_files
 
@@ -123,10 +125,11 @@ class Plan:
     dependencies: parity.DepDiff = parity.DepDiff()  # active slot's installed -> candidate's lockfile
     config: list[parity.Finding] = field(default_factory=list)  # active slot's config -> candidate's
     units: dict[str, str] = field(default_factory=dict)  # unit -> added | changed | removed
+    signer: dict = field(default_factory=dict)  # who signed it, as source.signatures verified (ops.signatures)
 
     def to_dict(self) -> dict:
         return {"host": self.host, "commit": self.commit, "slot": self.slot, "active_slot": self.active,
-                "active_commit": self.active_commit,
+                "active_commit": self.active_commit, "signer": self.signer or None,
                 "pins": {n: p.version for n, p in sorted(self.pins.items())},
                 "dependency_diff": self.dependencies.to_dict(),
                 "config_diff": [f.to_dict() for f in self.config], "unit_diff": self.units}
@@ -136,11 +139,18 @@ def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     host = ctx.host
     sha = pinned_commit(ctx, commit)
     ownership.check(host)  # needs this host's user database: a remote host checks it in its own plan
+    # A keys file the bot's user could write is refused before the repository is even opened.
+    allowed = signers_file.load(host) if host.source.signatures is not None else None
     source = gitsrc.Source(host.repo, ctx.layout.state_dir / "git-cache")
+    signer: dict = {}
+    if allowed is not None:
+        # The pinned commit's own signature (or a pinned tag's), before anything else is read from it.
+        verified = signatures.verify_pin(ctx, source, sha, allowed)
+        sha, signer = verified.commit, verified.signer
     commit_obj = source.resolve(sha)
-    source.check_tree(commit_obj)
-    if host.require_signed_commits:
+    if host.require_signed_commits and host.source.signatures is None:
         source.verify_signature(commit_obj)
+    source.check_tree(commit_obj)
     lock_bytes = source.read(commit_obj, host.lockfile)
     try:
         pins = lockfile.parse(lock_bytes.decode(), f"{host.lockfile} at {sha[:12]}")
@@ -153,7 +163,7 @@ def plan(ctx: HostContext, commit: str | None = None) -> Plan:
     _refuse_if_running_from(ctx, target)
     active_manifest = ctx.manifest(active)[0] if active else None
     p = Plan(host.name, sha, target, active, active_manifest.commit if active_manifest else None,
-             lock_bytes, pins, rendered, source)
+             lock_bytes, pins, rendered, source, signer=signer)
     if active is None:
         return p
     cand_config = {}
@@ -250,7 +260,8 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
     host, layout = ctx.host, ctx.layout
     commit_obj = p.source.resolve(p.commit)
     venvmod.verify_local_files(host.index, p.pins)
-    ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'})")
+    signed = f", signed by {describe_signer(p.signer)}" if p.signer else ""
+    ctx.say(f"building slot {p.slot} from {p.commit[:12]} (active: {p.active or 'none'}){signed}")
     ownership.prepare_root(host)
     slot_dir = layout.slot(p.slot)
     with _replacing(slot_dir, keep_previous):
@@ -286,6 +297,7 @@ def _build(ctx: HostContext, p: Plan, keep_previous: bool, reuse_venv: bool) -> 
             venv_from=venv_from,
             units_inputs=unitsmod.inputs_digest(host, p.commit),
             units=digests,
+            signer=p.signer,
             config={name: hashlib.sha256(data).hexdigest() for name, data in config.items() if data is not None},
             built_at=time.time(),
             slotctl_version=__version__,

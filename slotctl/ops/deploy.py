@@ -18,7 +18,7 @@ from ..core.history import deploys, unfinished
 from ..core.layout import other
 from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
-from . import events, preflight
+from . import events, preflight, signatures
 from . import hold as holds
 from .build import Plan, build, drop_previous, plan, put_back
 from .host import HostContext, Run
@@ -81,7 +81,8 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
     drain, positions = gated.drain, gated.positions.ids
     assert drain is not None
     snapshot(ctx, out.deploy_id, out.active_commit, gated)
-    result = activate(ctx, new, positions)
+    protective = gated.orders.protective if gated.orders is not None else None
+    result = activate(ctx, new, positions, protective=protective)
     out.probes.append(result)
     if result.ok:
         with ctx.step("commit", slot=new):
@@ -109,7 +110,7 @@ def _switch(ctx: HostContext, out: Outcome, new: str, fallback: str | None, gate
                 ctx.say(f"  restored {', '.join(out.restored)} from snapshot {gated.snapshot.name if gated.snapshot else '?'}")
 
         ctx.say(f"  going back to slot {fallback}")
-        back = activate(ctx, fallback, positions, restore_state)
+        back = activate(ctx, fallback, positions, restore_state, protective=protective)
         out.probes.append(back)
         out.active_slot = fallback
         if back.ok:
@@ -246,7 +247,7 @@ def deploy(ctx: HostContext, commit: str | None, *, deploy_id: str | None = None
     if refused is not None:
         return refused
     ctx.run = Run(ctx.layout.journal, deploy_id, "deploy")
-    ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
+    ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot, signer=planned.signer or None)
     out = Outcome(ctx.host.name, "deploy", OK, "", planned.active, planned.slot, planned.commit,
                   active_slot=planned.active, active_commit=planned.active_commit, deploy_id=deploy_id)
     now = f"slot {planned.active} runs {planned.active_commit[:12]}" if planned.active and planned.active_commit else "no release runs"
@@ -296,7 +297,7 @@ def rehearse_only(ctx: HostContext, commit: str | None, *, deploy_id: str | None
     deploy_id = deploy_id or journal_mod.new_deploy_id()
     planned = plan(ctx, commit)
     ctx.run = Run(ctx.layout.journal, deploy_id, "rehearse")
-    ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot)
+    ctx.run.begin(commit=planned.commit, from_slot=planned.active, to_slot=planned.slot, signer=planned.signer or None)
     out = Outcome(ctx.host.name, "rehearse", OK, "", planned.active, planned.slot, planned.commit,
                   active_slot=planned.active, active_commit=planned.active_commit, deploy_id=deploy_id)
 
@@ -348,8 +349,9 @@ def _told(ctx: HostContext, out: Outcome, body: Callable[[], Outcome]) -> Outcom
 
 
 def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout: float | None = None,
-             override_hold: bool = False) -> Outcome:
-    """Back to the other slot, if it is complete and proven; the caller holds the host's lock."""
+             override_hold: bool = False, override_signer: bool = False) -> Outcome:
+    """Back to the other slot, if it is complete and proven (and, with source.signatures, its signer still allowed,
+    unless override_signer: journaled); the caller holds the host's lock."""
     overridden = holds.refuse(ctx, "rollback", override=override_hold)
     active = ctx.active_slot()
     if active is None:
@@ -361,12 +363,15 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
     if m.verdict != "good":
         detail = f" ({m.verdict_reason})" if m.verdict_reason else ""
         raise InputError(f"slot {target}: cannot roll back to it: it is marked {m.verdict}{detail}")
+    unallowed = signatures.refuse_rollback(ctx, m, override_signer)  # again under the lock: a key removed meanwhile
     deploy_id = deploy_id or journal_mod.new_deploy_id()
     if overridden is not None:
         holds.journal_override(ctx, deploy_id, "rollback", overridden)
+    if unallowed is not None:
+        signatures.journal_override(ctx, deploy_id, m, unallowed)
     ctx.say(f"rolling back from slot {active} to slot {target} ({m.commit[:12]})")
     ctx.run = Run(ctx.layout.journal, deploy_id, "rollback")
-    ctx.run.begin(commit=m.commit, from_slot=active, to_slot=target)
+    ctx.run.begin(commit=m.commit, from_slot=active, to_slot=target, signer=m.signer or None)
     out = Outcome(ctx.host.name, "rollback", OK, "", active, target, m.commit, active_slot=active, deploy_id=deploy_id)
     current, _ = ctx.manifest(active)
     out.active_commit = current.commit if current else None

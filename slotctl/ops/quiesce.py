@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import interrupts
 from ..adapters import backups, state
 from ..adapters.drain import Drain, DrainError
-from ..core.quiesce import EMPTY, MISSING, OK, UNSAFE, GateObservation, Positions, gate, suspicious
+from ..core.quiesce import EMPTY, MISSING, OK, UNSAFE, GateObservation, Orders, Positions, gate, suspicious
 from ..errors import SlotctlError, SystemdError
 from .host import HostContext
 
@@ -27,6 +27,7 @@ class GateResult:
     records: list[dict] = field(default_factory=list)
     drain: Drain | None = None  # requested; the caller lifts it once a healthy bot runs
     snapshot: Path | None = None  # the good snapshot taken when the gate opened
+    orders: Orders | None = None  # quiesce.orders as the gate saw them when it opened (protective ones to keep)
 
 
 def observe(ctx: HostContext, drain_since: float | None, drain_id: str | None = None,
@@ -51,6 +52,7 @@ def observe(ctx: HostContext, drain_since: float | None, drain_id: str | None = 
         phases=ctx.host.health.heartbeat.source == "file",
         drain_id=drain_id,
         heartbeats_since=len(seen or ()),
+        orders=state.read_orders(ctx.host),
     )
 
 
@@ -103,7 +105,7 @@ def wait(ctx: HostContext, deploy_id: str, drain_since: float, timeout: float | 
             records.append({"t": round(elapsed, 2), "open": opened, "reason": reason})
         if opened:
             ctx.say(f"  quiesce: gate open after {elapsed:.1f}s ({q.policy}): {reason}")
-            return GateResult(True, elapsed, reason, obs.positions, records)
+            return GateResult(True, elapsed, reason, obs.positions, records, orders=obs.orders)
         if elapsed >= timeout:
             return GateResult(False, elapsed, reason, obs.positions, records)
         if reason != last_reason or elapsed - last_said >= 5:
@@ -143,12 +145,15 @@ def quiesce(ctx: HostContext, deploy_id: str, timeout: float | None = None) -> G
 
 def snapshot(ctx: HostContext, deploy_id: str, commit_before: str | None, gated: GateResult) -> None:
     """The state as the gate saw it, before anything restarts; the first step past the gate."""
+    orders = {} if gated.orders is None else {"open_orders": list(gated.orders.in_flight),
+                                              "protective_orders": list(gated.orders.protective)}
     with ctx.step("snapshot") as rec:
         snap = backups.take(ctx.host, ctx.layout.backups, deploy_id, good=True, reason=gated.reason,
                             extra={"deploy": deploy_id, "commit_before": commit_before,
-                                   "open_positions": list(gated.positions.ids)})
+                                   "open_positions": list(gated.positions.ids), **orders})
         removed = backups.rotate(ctx.layout.backups, ctx.host.backups.keep)
-        rec.update(snapshot=snap.name, open_positions=list(gated.positions.ids))
+        rec.update(snapshot=snap.name, open_positions=list(gated.positions.ids), **orders)
     ctx.say(f"  snapshot {snap.name}: {len(gated.positions.ids)} open position(s)"
+            + (f"; orders: {gated.orders.describe()}" if gated.orders is not None else "")
             + (f"; rotated away {len(removed)} old snapshot(s)" if removed else ""))
     gated.snapshot = snap

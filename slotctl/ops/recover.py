@@ -140,6 +140,7 @@ class _Settle:
         self.snapshot: Path | None = ctx.layout.backups / snap["snapshot"] if snap and snap.get("snapshot") else None
         self.snapshot_ts: float | None = snap.get("ts") if snap else None
         self.expected: tuple[str, ...] | None = tuple(snap["open_positions"]) if snap and "open_positions" in snap else None
+        self.protective: tuple[str, ...] | None = tuple(snap["protective_orders"]) if snap and "protective_orders" in snap else None
 
     def say(self, action: str) -> None:
         self.out.actions.append(action)
@@ -199,11 +200,12 @@ class _Settle:
             start_units(ctx, slot)  # the ones the interruption left unstarted (a dashboard); running ones stay as they are
             started_since = self.snapshot_ts is not None and st.exec_main_start_us / 1e6 >= self.snapshot_ts
             with ctx.step("probe", slot=slot) as rec:
-                result = probe(ctx, slot, self.expected if started_since else None)
+                result = probe(ctx, slot, self.expected if started_since else None,
+                               protective=self.protective if started_since else None)
                 rec.update(healthy=result.ok, problems=result.problems)
             self.say(f"slot {slot} was running; probed it: {'healthy' if result.ok else '; '.join(result.problems)}")
             return result
-        result = activate(ctx, slot, self.expected, self._restore if ran_before else None)
+        result = activate(ctx, slot, self.expected, self._restore if ran_before else None, protective=self.protective)
         self.say(f"started slot {slot} and probed it: {'healthy' if result.ok else '; '.join(result.problems)}")
         return result
 

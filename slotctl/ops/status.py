@@ -29,6 +29,7 @@ CHECKS = {
     "SLOTCTL-HOLD": "deploy-hold-readable",
     "SLOTCTL-REHEARSAL": "no-rehearsal-left-behind",
     "SLOTCTL-DB": "no-database-open-by-inactive-slot",
+    "SLOTCTL-SIGNER": "release-signers-still-allowed",
     "RISK-004": "unit-points-to-active-slot",
     "RISK-006": "positions-file-consistent",
     "RISK-008": "config-parity",
@@ -94,7 +95,7 @@ def status(ctx: HostContext) -> Status:
             slots[slot] = {"complete": False, "empty": empty, "problem": "empty" if empty else why}
         else:
             slots[slot] = {"complete": True, "commit": m.commit, "verdict": m.verdict,
-                           "verdict_reason": m.verdict_reason, "built_at": m.built_at}
+                           "verdict_reason": m.verdict_reason, "built_at": m.built_at, "signer": m.signer or None}
     if active is not None and not slots[active]["complete"]:
         found["SLOTCTL-RELEASE"].append(f"active slot {active} is incomplete: {slots[active]['problem']}")
     if active is not None and slots[active].get("verdict") == "bad":
@@ -241,6 +242,13 @@ def status(ctx: HostContext) -> Status:
     if hold is not None and hold.get("unreadable"):
         found["SLOTCTL-HOLD"].append(hold["reason"])
     evidence["SLOTCTL-HOLD"] = hold or {}
+
+    # After a key rotation: the release running and the one a rollback would return to, signed by a key (or principal)
+    # the pinned file no longer allows. Python alone, no git: status stays fast.
+    if host.source.signatures is not None:
+        from . import signatures
+
+        found["SLOTCTL-SIGNER"], evidence["SLOTCTL-SIGNER"] = signatures.recheck(ctx, signatures.releases_to_check(ctx))
 
     # A rehearsal runs only inside a deploy or `rehearse`, under the host's lock: one found with no holder was left.
     evidence["SLOTCTL-REHEARSAL"] = {}

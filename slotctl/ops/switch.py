@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from ..adapters import fs, probes, state
 from ..adapters import units as unitsmod
-from ..core.health import Baseline, Observation, UnitSeen, positions_loaded, problems
+from ..core.health import Baseline, Observation, UnitSeen, positions_loaded, problems, protective_kept
 from ..core.quiesce import OK
 from . import boot
 from .host import HostContext
@@ -75,14 +75,14 @@ def mark(ctx: HostContext, slot: str, verdict: str, reason: str) -> None:
 
 
 def activate(ctx: HostContext, slot: str, positions: tuple[str, ...] | None,
-             before_start: Callable[[], None] | None = None) -> ProbeResult:
+             before_start: Callable[[], None] | None = None, protective: tuple[str, ...] | None = None) -> ProbeResult:
     """Install the slot's units, switch to it, probe it for the window."""
     install_units(ctx, slot)
     took = switch_to(ctx, slot, before_start)
     ctx.say(f"  switched to slot {slot} in {took:.2f}s; probing for {ctx.host.health.window:g}s")
     with ctx.step("probe", slot=slot) as rec:
         with ctx.progress(f"probing slot {slot} for {ctx.host.health.window:g}s"):
-            result = replace(probe(ctx, slot, positions), switch_seconds=took)
+            result = replace(probe(ctx, slot, positions, protective=protective), switch_seconds=took)
         rec.update(healthy=result.ok, problems=result.problems,
                    missing_positions=result.evidence.get("missing_positions", []))
     return result
@@ -105,7 +105,8 @@ def units_seen(ctx: HostContext, names: tuple[str, ...]) -> tuple[UnitSeen, ...]
     return tuple(out)
 
 
-def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[str, ...] = ()) -> Observation:
+def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[str, ...] = (),
+            orders: bool = False) -> Observation:
     h = ctx.host.health
     st = ctx.systemd.state(ctx.host.service)
     hb, hb_problem = ctx.heartbeat()
@@ -116,6 +117,13 @@ def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[
         if read.state == OK:  # locked, torn or unreadable right now: not known yet, asked again next time
             ids = read.ids
             mtime = state.positions_written_at(ctx.host, read_at, hb.ts if hb is not None else None)
+    protective = written = None
+    if orders:
+        read_at = time.time()
+        seen_orders = state.read_orders(ctx.host)
+        if seen_orders is not None and seen_orders.state == OK:  # else not known yet: asked again next time
+            protective = seen_orders.protective
+            written = state.orders_written_at(ctx.host, read_at, hb.ts if hb is not None else None)
     log_mtime = None
     found: list[str] = []
     if h.log_file:
@@ -144,12 +152,14 @@ def observe(ctx: HostContext, *, positions: bool, external: bool, others: tuple[
         log_mtime=log_mtime,
         external=tuple(p for p in found if p),
         units=units_seen(ctx, others),
+        protective=protective,
+        orders_written=written,
     )
 
 
 def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | None,
           window: float | None = None, interval: float = 0.1, others: tuple[str, ...] | None = None,
-          watch: Callable[[bool], list[str]] | None = None) -> ProbeResult:
+          watch: Callable[[bool], list[str]] | None = None, protective: tuple[str, ...] | None = None) -> ProbeResult:
     """Every check must hold for the whole window; the first failure ends the probe.
 
     Positions are compared once, when the new bot has loaded its state (its first
@@ -166,10 +176,12 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
         others = tuple(u for u in (manifest.units if manifest else ()) if u != ctx.host.service)
     base = Baseline(slot=slot, started_at=st.exec_main_start_us / 1e6, main_pid=st.main_pid, n_restarts=st.n_restarts,
                     expected_positions=expected_positions if h.positions else None,
-                    log_file=str(ctx.host.root / h.log_file) if h.log_file else None, units=units_seen(ctx, others))
+                    log_file=str(ctx.host.root / h.log_file) if h.log_file else None, units=units_seen(ctx, others),
+                    expected_protective=protective if ctx.host.quiesce.orders is not None else None)
     t0 = time.monotonic()
     deadline = t0 + window
     positions_pending = base.expected_positions is not None
+    orders_pending = bool(base.expected_protective)
     last_external = -1.0
     while True:
         now = time.monotonic()
@@ -177,13 +189,16 @@ def probe(ctx: HostContext, slot: str, expected_positions: tuple[str, ...] | Non
         external = final or now - last_external >= 1.0  # HTTP and command probes: once a second
         if external:
             last_external = now
-        obs = observe(ctx, positions=positions_pending, external=external, others=others)
-        found = problems(obs, replace(base, expected_positions=base.expected_positions if positions_pending else None),
+        obs = observe(ctx, positions=positions_pending, external=external, others=others, orders=orders_pending)
+        found = problems(obs, replace(base, expected_positions=base.expected_positions if positions_pending else None,
+                                      expected_protective=base.expected_protective if orders_pending else None),
                          h.max_age, final=final)
         if watch is not None and external:
             found += watch(final)
         if positions_pending and positions_loaded(obs, base)[0] and not found:
             positions_pending = False  # verified once, against what the new bot loaded; later it may close some
+        if orders_pending and protective_kept(obs, base, final=final)[0] and not found:
+            orders_pending = False  # likewise: a trailing stop is later replaced by a new order, on purpose
         if found or final:
             return ProbeResult(slot, not found, found, time.monotonic() - t0, _evidence(ctx, obs, base, found))
         time.sleep(interval)

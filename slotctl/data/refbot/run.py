@@ -14,6 +14,10 @@ live_config.json sets its pace and can make a release misbehave on purpose:
   slow_ack        seconds: a slow bot that echoes nothing. Each tick it computes its heartbeat, reads the flag,
                   waits that long, writes the heartbeat it computed (dated now: after a drain that came meanwhile,
                   still "idle"), then trades if the flag was not there when it read it
+  orders          true: its open orders go to BOT_DATA_DIR/orders.json ({"orders": [{id, kind}]}): a trade in flight
+                  is an entry order ("e<n>", kind entry) until it lands; each open position has a stoploss kept on
+                  the exchange ("sl-<position>", kind stoploss), which a restarted bot takes back over
+  phase_idle      true: its heartbeat always says "idle", even mid-trade (a bot that does not report its phase)
   spy             true: at start, try to read each path in $SPY_READ and write in each dir in $SPY_WRITE (":"
                   separated), printing each outcome and the environment (slotctl's rehearsal fence, tested)
   ledger          true: each trade's start and landing times go to BOT_CONTROL_DIR/trades ("start <ts>", "land <ts>")
@@ -24,7 +28,8 @@ live_config.json sets its pace and can make a release misbehave on purpose:
                   was due to its heartbeat written (late wake-up plus work; bench/rehearsal.py); no fsync
   fault: crash_at_start | hang_at_start | die_after (die_after_seconds) | no_heartbeat | ignore_drain
          | empty_positions | torn_positions | lose_positions | ignore_state | log_elsewhere
-         | raise_on_tick (imports and starts fine, raises on its first tick) | null
+         | raise_on_tick (imports and starts fine, raises on its first tick)
+         | lose_orders (a restarted bot forgets the stoploss orders of the positions it loaded) | null
 A file `crash-at-start` in BOT_CONTROL_DIR crashes every release at start (a broken host, not a release).
 BOT_REHEARSAL=1 (slotctl's rehearsal) trades on paper: it loads its state and decides as it would, and opens and
 closes nothing.
@@ -67,6 +72,7 @@ LOG = Path(os.environ["BOT_DATA_DIR" if FAULT == "log_elsewhere" else "BOT_LOG_D
 TICK = float(CONFIG.get("tick", 0.5))
 REHEARSAL = os.environ.get("BOT_REHEARSAL") == "1"
 DECISIONS = Path(os.environ["BOT_DATA_DIR"]) / "decisions.json"
+ORDERS = Path(os.environ["BOT_DATA_DIR"]) / "orders.json"
 SIGNAL_PERIOD = 0.5  # seconds per market tick
 
 
@@ -323,8 +329,23 @@ def main() -> int:
     stats = open(CONTROL / "tick_stats", "a", buffering=1) if CONFIG.get("tick_stats") else None
     due = time.monotonic()
 
+    # The stoploss orders this process holds on the exchange: taken back over for the positions it loaded.
+    stops = set() if fault == "lose_orders" else {p["id"] for p in state["open_positions"]}
+    written_orders: list | None = None
+
+    def write_orders() -> None:
+        nonlocal written_orders
+        if not CONFIG.get("orders"):
+            return
+        orders = ([{"id": f"e{state['next_id']}", "kind": "entry"}] if trade_started is not None else []) + \
+            [{"id": f"sl-{i}", "kind": "stoploss"} for i in sorted(stops)]
+        if orders != written_orders:
+            write_atomic(ORDERS, {"orders": orders})
+            written_orders = orders
+
     def heartbeat(echo: dict) -> dict:
-        return {"ts": time.time(), "pid": os.getpid(), "phase": "trading" if trade_started is not None else "idle",
+        trading = trade_started is not None and not CONFIG.get("phase_idle")
+        return {"ts": time.time(), "pid": os.getpid(), "phase": "trading" if trading else "idle",
                 "open_positions": len(state["open_positions"]), "release": CONFIG.get("release"), **echo}
 
     while not stopping:
@@ -363,6 +384,7 @@ def main() -> int:
             state["open_positions"].append(pos)
             save_positions(state)
             trade_started = None
+            stops.add(pos["id"])
             ledger("land")
             log(f"opened {pos['id']}")
         # A position this process loaded is held at least `hold` from its start, like one it opened: a restarted
@@ -371,6 +393,7 @@ def main() -> int:
             state["open_positions"].remove(pos)
             state["closed"] += 1
             save_positions(state)
+            stops.discard(pos["id"])
             log(f"closed {pos['id']}")
         # The state faults strike once, when there is a position to lose.
         if fault == "empty_positions" and state["open_positions"] and not damaged:
@@ -388,7 +411,9 @@ def main() -> int:
             db = database()
             for _ in range(int(CONFIG["tick_rows"])):
                 db.execute("INSERT INTO ticks (ts, pid) VALUES (?, ?)", (time.time(), os.getpid()))  # each its own commit
-        live.update(ts=time.time(), phase="trading" if trade_started is not None else "idle", drain=drain_id)
+        write_orders()
+        live.update(ts=time.time(), phase="trading" if trade_started is not None and not CONFIG.get("phase_idle")
+                    else "idle", drain=drain_id)
         if fault != "no_heartbeat" and not slow_ack:
             write_atomic(HEARTBEAT, heartbeat({"drain": drain_id}))
         if stats:
