@@ -1,4 +1,4 @@
-"""One error tree; each family carries the exit code of DESIGN.md section 3.
+"""One error tree; each family carries its documented exit code (docs/cli.md, "Exit codes").
 
 The CLI catches SlotctlError in exactly one place and prints its message as one
 line; anything else is a bug and keeps its traceback.
@@ -13,6 +13,13 @@ AUDIT_FAILED = 3
 LOCKED = 4
 QUIESCE_TIMEOUT = 5
 NEEDS_OPERATOR = 6
+
+# Worst first: the exit code of a run over several hosts is its worst host's.
+SEVERITY = (NEEDS_OPERATOR, LOCKED, QUIESCE_TIMEOUT, DEPLOY_FAILED, AUDIT_FAILED, BAD_INPUT, OK)
+
+
+def worst(codes: list[int]) -> int:
+    return min(codes, key=SEVERITY.index) if codes else OK
 
 
 class SlotctlError(Exception):

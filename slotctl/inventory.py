@@ -1,4 +1,4 @@
-"""inventory.yaml: the shape of DESIGN.md section 4, validated strictly.
+"""inventory.yaml: its shape (docs/inventory.md is generated from the dataclasses below), validated strictly.
 
 Every section (defaults and each host) is checked on its own first, so an error
 names the key as the operator wrote it (`hosts.tokyo-1.health.window`); then
@@ -352,16 +352,20 @@ class AuditConfig:
 
 def _principals(v: tuple[str, ...]) -> str | None:
     ok = all(p and not any(ch.isspace() or ch in ',"' for ch in p) for p in v)
-    return None if ok else "principal names as the allowed-signers file writes them (no spaces, commas or quotes)"
+    return None if ok else ("principal names as the allowed-signers file writes them, or (with gpg_keyring) user id "
+                            "e-mails or key fingerprints (no spaces, commas or quotes)")
 
 
 @dataclass(frozen=True)
 class SignaturesConfig:
     """source.signatures: a release deploys only when git verifies its commit's own signature (or that of a signed tag
-    pinned by its SHA) against keys pinned here, made by a principal allowed for this host."""
+    pinned by its SHA) against keys pinned here, made by a principal allowed for this host. The keys are SSH keys in
+    an allowed-signers file or GPG keys in an exported keyring: exactly one of the two."""
 
     allowed_signers: str | None = field(default=None, metadata=_check(_absolute))  # git's gpg.ssh.allowedSignersFile
-    principals: tuple[str, ...] = field(default=(), metadata=_check(_principals))  # (): everyone in the file
+    gpg_keyring: str | None = field(default=None, metadata=_check(_absolute))  # `gpg --export`, binary or armored
+    # (): everyone in the file. With gpg_keyring: a key's user id e-mails or its fingerprint name it.
+    principals: tuple[str, ...] = field(default=(), metadata=_check(_principals))
 
 
 @dataclass(frozen=True)
@@ -614,7 +618,7 @@ def _build(cls: Any, data: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _is_local_path(repo: str) -> bool:
+def is_local_path(repo: str) -> bool:
     return "://" not in repo and not re.match(r"^[^/]+@[^/]+:", repo)
 
 
@@ -664,7 +668,7 @@ def parse(doc: Any, path: Path) -> Inventory:
         for k in ("root", "unit_dir", "templates_dir"):
             if merged.get(k) is not None:
                 merged[k] = base / merged[k]
-        if _is_local_path(merged["repo"]):
+        if is_local_path(merged["repo"]):
             merged["repo"] = str(base / merged["repo"])
         if "index" in merged and merged["index"].get("find_links"):
             merged["index"] = dict(merged["index"], find_links=tuple(str(base / p) for p in merged["index"]["find_links"]))
@@ -674,9 +678,14 @@ def parse(doc: Any, path: Path) -> Inventory:
         host = _build(HostConfig, dict(merged, name=name, inventory_file=path))
         _check_sources(c, host, f"hosts.{name}")
         _check_credentials(c, host, f"hosts.{name}")
-        if host.source.signatures is not None and not host.source.signatures.allowed_signers:
+        sig = host.source.signatures
+        if sig is not None and not sig.allowed_signers and not sig.gpg_keyring:
             c.fail(f"hosts.{name}.source.signatures.allowed_signers", "an allowed-signers file (git's gpg.ssh."
-                   "allowedSignersFile format, absolute path on the host)")
+                   "allowedSignersFile format), or gpg_keyring: an exported GPG public keyring (an absolute path on "
+                   "the host, either)")
+        if sig is not None and sig.allowed_signers and sig.gpg_keyring:
+            c.fail(f"hosts.{name}.source.signatures.gpg_keyring", "either allowed_signers (SSH keys) or gpg_keyring "
+                   "(GPG keys), not both", sig.gpg_keyring)
         if host.service not in host.units:
             c.fail(f"hosts.{name}.service", f"one of the units this host renders ({', '.join(host.units)})", host.service)
         hosts[name] = host

@@ -137,7 +137,10 @@ DOCS: dict[str, str] = {
     "BackupsConfig.busy_timeout": "Seconds, in all, a snapshot waits for a database the bot holds locked.",
     "SourceConfig.signatures": "Deploy only releases signed by pinned keys.",
     "SignaturesConfig.allowed_signers": "git's allowed-signers file of SSH keys; root's, not writable by others.",
-    "SignaturesConfig.principals": "The signers allowed for this host; empty: every principal in the file.",
+    "SignaturesConfig.gpg_keyring": "Instead of allowed_signers: an exported GPG public keyring (`gpg --export`, binary "
+                                    "or armored); root's, not writable by others.",
+    "SignaturesConfig.principals": "The signers allowed for this host (with gpg_keyring: user id e-mails or key "
+                                   "fingerprints); empty: every principal in the file.",
     "RemoteConfig.prefix": "Where `slotctl setup` installs slotctl on the host.",
     "RemoteConfig.slotctl": "The slotctl command on the host (default: `<prefix>/venv/bin/slotctl`).",
     "RemoteConfig.link": "A link to slotctl on the host's PATH; null: none.",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .core.hold import describe as describe_hold
+from .core.jsondoc import default
 from .core.signers import describe as describe_signer
 
 if TYPE_CHECKING:  # annotations only: `status` must not import the deploy and setup machinery
@@ -26,18 +26,12 @@ def envelope(command: str, exit_code: int, hosts: dict[str, Any], error: str | N
            "error": error, "hosts": hosts}
     if note:
         doc["note"] = note
-    return json.dumps(doc, indent=2, sort_keys=True, default=_default)
+    return json.dumps(doc, indent=2, sort_keys=True, default=default)
 
 
-def _default(o: Any) -> Any:
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    return str(o)
-
-
-def jsonable(o: Any) -> Any:
-    """A result as the plain data its --json envelope carries."""
-    return json.loads(json.dumps(o, default=_default))
+def _said(value: Any) -> str:
+    """A value as people read it: what is not known is said so, never as Python's None."""
+    return "unknown" if value is None else str(value)
 
 
 def status_text(s: Status) -> str:
@@ -54,15 +48,16 @@ def status_text(s: Status) -> str:
             lines.append(f"  {mark} {slot:<5}  incomplete: {info['problem']}")
     u = s.unit
     if "active_state" in u:
-        lines.append(f"  unit      {u['name']}: {u['active_state']}/{u['sub_state']}, pid {u['main_pid']}, "
-                     f"restarts {u['n_restarts']}")
+        lines.append(f"  unit      {u['name']}: {_said(u['active_state'])}/{_said(u['sub_state'])}, pid {_said(u['main_pid'])}, "
+                     f"restarts {_said(u['n_restarts'])}")
     if s.process_slot:
         lines.append(f"  process   runs from slot {s.process_slot}")
     if s.heartbeat is not None:
         hb = s.heartbeat
-        n = hb["open_positions"]
-        lines.append(f"  heartbeat {s.heartbeat_age:.1f}s old (pid {hb['pid']}, phase {hb['phase']}, "
-                     f"{n} open position{'' if n == 1 else 's'})")
+        n = hb.get("open_positions")
+        age = "of unknown age" if s.heartbeat_age is None else f"{s.heartbeat_age:.1f}s old"
+        positions = "open positions unknown" if n is None else f"{n} open position{'' if n == 1 else 's'}"
+        lines.append(f"  heartbeat {age} (pid {_said(hb.get('pid'))}, phase {_said(hb.get('phase'))}, {positions})")
     if s.positions is not None:
         p = s.positions
         lines.append(f"  positions {p['state']}: {len(p['open'])} open ({', '.join(p['open']) or '-'})"
@@ -103,9 +98,10 @@ def outcome_text(o: Outcome) -> str:
         lines.append(f"  probe of slot {p.slot} ({p.seconds:.1f}s after a {p.switch_seconds:.2f}s switch): {verdict}")
         if not p.ok:
             ev = p.evidence
-            lines.append(f"    unit {ev.get('active_state')}/{ev.get('sub_state')}, pid {ev.get('main_pid')}, "
-                         f"restarts {ev.get('n_restarts')}, runs from slot {ev.get('process_slot')}, "
-                         f"heartbeat age {ev.get('heartbeat_age')}")
+            runs = f"runs from slot {ev['process_slot']}" if ev.get("process_slot") else "runs from no slot"
+            beat = "no heartbeat" if ev.get("heartbeat_age") is None else f"heartbeat age {ev['heartbeat_age']}"
+            lines.append(f"    unit {_said(ev.get('active_state'))}/{_said(ev.get('sub_state'))}, pid {_said(ev.get('main_pid'))}, "
+                         f"restarts {_said(ev.get('n_restarts'))}, {runs}, {beat}")
             if ev.get("missing_positions"):
                 lines.append(f"    missing positions: {', '.join(ev['missing_positions'])}")
             lines += [f"    | {line}" for line in ev.get("journal", [])]

@@ -268,3 +268,52 @@ def test_a_hold_over_ssh_freezes_every_host_until_unhold_lifts_it(fleet):
     lifted = fleet.cli("unhold", "--all", "--json")
     assert lifted.returncode == 0 and all(row["summary"].startswith("lifted the hold") for row in rows(lifted).values())
     assert not any((h.root / ".slotctl/hold.json").exists() for h in fleet.hosts)
+
+
+def followers(h) -> list[str]:
+    """What still follows a journal on the host: a `journalctl --follow` or the `slotctl logs` that ran it."""
+    found = []
+    for d in h.sandbox.proc_root.iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--follow" in argv:
+                found.append(" ".join(argv))
+    return found
+
+
+def test_logs_over_ssh_prefix_each_line_with_its_host_and_a_follow_ends_on_every_host(fleet):
+    import queue
+    import signal
+    import subprocess
+    import sys
+
+    assert fleet.cli("deploy", "--all", "--serial", "3", "--yes", "--commit", fleet.bot_repo.sha["v1"]).returncode == 0
+    proc = fleet.cli("logs", "--all", "-n", "2")
+    assert proc.returncode == 0, proc.stderr
+    hosts = [line.split(": ", 1)[0] for line in proc.stdout.splitlines()]
+    assert sorted(hosts) == ["h0", "h0", "h1", "h1", "h2", "h2"], proc.stdout
+    one = fleet.cli("logs", "--host", "h1", "-n", "3", "--unit", "trading-bot.service")
+    assert one.returncode == 0 and len(one.stdout.splitlines()) == 3 and not one.stdout.startswith("h1: "), one.stdout
+    bad = fleet.cli("logs", "--host", "h0", "--unit", "nope.service")
+    assert bad.returncode == 2 and "--unit nope.service: not a unit of host h0 (its units: trading-bot.service" in bad.stderr
+
+    follow = subprocess.Popen([sys.executable, "-m", "slotctl", "-i", str(fleet.inventory), "logs", "--all", "--follow",
+                               "-n", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout], daemon=True).start()
+    try:
+        seen: set[str] = set()
+        while seen != {"h0", "h1", "h2"}:  # each host's new lines, as its bot trades
+            seen.add(lines.get(timeout=20).split(": ", 1)[0])
+        assert all(followers(h) for h in fleet.hosts)
+        follow.send_signal(signal.SIGTERM)
+        assert follow.wait(timeout=10) == 0, follow.stderr.read()
+    finally:
+        follow.kill()
+    deadline = time.monotonic() + 10
+    while any(followers(h) for h in fleet.hosts) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [followers(h) for h in fleet.hosts] == [[], [], []]

@@ -73,10 +73,11 @@ def test_a_checkout_renders_from_its_top_level_templates():
 
 
 def test_the_installed_slotctl_finds_its_data_inside_its_own_install(tool):
-    """Templates and the reference bot resolve inside the tool's venv, never the source checkout."""
+    """Templates, the reference bot and init's presets resolve inside the tool's venv, never the source checkout."""
     python = tool["tools"] / "slotctl" / "bin" / "python"
     proc = subprocess.run([str(python), "-c", "from slotctl import refbot; from slotctl.adapters import units; "
-                           "print(units.DEFAULT_TEMPLATES); print(refbot.SOURCE)"],
+                           "from slotctl.ops import init; print(units.DEFAULT_TEMPLATES); print(refbot.SOURCE); "
+                           "print(init.sources()[0].parent); print(init.sources()[1])"],
                           cwd=tool["cwd"], capture_output=True, text=True, check=True)
     for line in proc.stdout.splitlines():
         assert Path(line).is_dir() and Path(line).is_relative_to(tool["tools"]), line
@@ -97,3 +98,18 @@ def test_the_installed_slotctl_runs_the_demo_from_anywhere(tool):
     assert "ok: v3 rolled back automatically" in proc.stdout
     assert "demo finished in" in proc.stdout
     assert "UNEXPECTED" not in proc.stdout
+
+
+def test_the_installed_slotctl_writes_each_preset_as_the_checkout_does(tool, tmp_path):
+    """`slotctl init` from a wheel: the presets it carries are the repository's own files (inventory.yaml,
+    templates/, examples/freqtrade), so it writes what the checkout's slotctl writes, byte for byte."""
+    for preset in ("custom", "refbot", "freqtrade"):
+        for who, argv in (("tool", [str(tool["slotctl"])]), ("checkout", [sys.executable, "-m", "slotctl"])):
+            proc = subprocess.run([*argv, "init", "--preset", preset, "--dir", str(tmp_path / who / preset)],
+                                  cwd=tool["cwd"] if who == "tool" else CHECKOUT, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+        files, same = ([sorted(p.relative_to(tmp_path / who) for p in (tmp_path / who / preset).rglob("*") if p.is_file())
+                        for who in ("tool", "checkout")])
+        assert files == same and len(files) >= 2, files
+        for f in files:
+            assert (tmp_path / "tool" / f).read_bytes() == (tmp_path / "checkout" / f).read_bytes(), f

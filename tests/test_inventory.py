@@ -1,4 +1,4 @@
-"""The inventory loader: the shape of DESIGN.md section 4, strictly."""
+"""The inventory loader: the shape docs/inventory.md documents, strictly."""
 
 from __future__ import annotations
 

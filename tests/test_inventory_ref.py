@@ -49,3 +49,17 @@ def test_the_schema_refuses_what_the_parser_refuses(tmp_path):
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match=r"health.windw: expected no such key \(did you mean 'window'\?"):
         inventory.load(p)
+
+
+def test_the_command_prints_the_reference_and_the_schema():
+    """`slotctl inventory-reference [--schema]` is how docs/ is regenerated: its output is the functions' own."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "slotctl", "inventory-reference", *args], capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        return proc.stdout
+
+    assert run() == inventory_ref.markdown() + "\n"
+    assert run("--schema") == json.dumps(inventory_ref.json_schema(), indent=2, sort_keys=True) + "\n"

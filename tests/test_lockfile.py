@@ -27,7 +27,7 @@ def test_environment_markers_are_kept():
     (f"tradekit --hash=sha256:{H1}\n", "req.lock:1: expected 'name==version"),
     (f"\n\ntradekit==1.0 --hash=md5:{'a' * 32}\n", "req.lock:3: expected only --hash=sha256"),
     (f"tradekit==1.0 --hash=sha256:{H1[:-1]}\n", "req.lock:1: expected only --hash=sha256"),
-    (f"--index-url https://example.invalid/simple\ntradekit==1.0 --hash=sha256:{H1}\n", "req.lock:1: --index-url: where packages come from is the inventory's `index`"),
+    (f"--index-url https://example.invalid/simple\ntradekit==1.0 --hash=sha256:{H1}\n", "req.lock:1: --index-url: where packages come"),
     (f"tradekit==1.0 --hash=sha256:{H1}\nTradeKit==1.1 --hash=sha256:{H2}\n", "req.lock:2: tradekit is pinned twice"),
     (f"-e ./local --hash=sha256:{H1}\n", "req.lock:1: expected"),
 ])

@@ -192,3 +192,53 @@ def test_a_release_rejected_in_rehearsal_tells_failure_urls_and_the_journal_by_i
     assert "rejected in rehearsal" in receiver.posts[-1]["message"] and receiver.posts[-1]["type"] == "warning"
     ends = [r for r in journal_records(told) if r.get("event") == "end"]
     assert ends[-1]["outcome"] == "rejected-in-rehearsal" and ends[-1]["exit_code"] == 1
+
+
+# -- slotctl notify test: no deploy needed, only the inventory and its urls file -------------------------------
+
+
+def notify_test(tmp_path, urls: dict | None, *args: str):
+    import subprocess
+    import sys
+
+    notify_keys = {"notify": {"urls_file": str(tmp_path / "urls.yaml"), "timeout": 2}} if urls is not None else {}
+    if urls is not None:
+        (tmp_path / "urls.yaml").write_text(json.dumps(urls))
+    (tmp_path / "inventory.yaml").write_text(json.dumps({"version": 1, "defaults": {"repo": "/r", **notify_keys},
+                                                         "hosts": {"local": {}}}))
+    return subprocess.run([sys.executable, "-m", "slotctl", "-i", str(tmp_path / "inventory.yaml"), "notify", "test", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_notify_test_sends_one_message_per_severity_to_each_of_its_urls(tmp_path, receiver):
+    proc = notify_test(tmp_path, {"info": [receiver.url("info")], "failure": [receiver.url("failure")]})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "local: info[0] (JSON): sent\nlocal: failure[0] (JSON): sent\n"
+    assert receiver.events("info") == ["notify test (info)"] and receiver.events("failure") == ["notify test (failure)"]
+    assert "this URL hears of failures on host local" in receiver.posts[1]["message"]
+    doc = envelope(notify_test(tmp_path, {"info": [receiver.url("info")]}, "--json"))
+    assert doc["exit_code"] == 0 and doc["hosts"]["local"]["sent"] == ["info[0] (JSON)"]
+
+
+def test_notify_test_names_the_url_that_failed_never_shows_it_and_exits_3(tmp_path, receiver):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    proc = notify_test(tmp_path, {"info": [receiver.url("info")], "failure": [f"json://127.0.0.1:{port}/secret-token-path"]})
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    sent, failed = proc.stdout.splitlines()
+    assert sent == "local: info[0] (JSON): sent" and failed.startswith("local: failure[0] (JSON): FAILED: ")
+    assert "secret-token-path" not in proc.stdout + proc.stderr and str(port) not in proc.stdout + proc.stderr
+    assert receiver.events("info") == ["notify test (info)"]
+
+
+@pytest.mark.parametrize("urls, said", [
+    (None, "hosts.local.notify.urls_file: not set, so there is nothing to test"),
+    ({"info": [], "failure": []}, "lists no URLs, so there is nothing to test"),
+    ({"info": ["not a url"]}, "notify.urls_file: "),
+])
+def test_notify_test_without_usable_urls_is_exit_2_in_one_line(tmp_path, urls, said):
+    proc = notify_test(tmp_path, urls)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and said in proc.stderr, proc.stderr
+    assert "not a url" not in proc.stderr

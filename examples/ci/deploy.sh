@@ -15,7 +15,7 @@ case $code in
   2) echo "deploy refused: bad input or an unexpected difference (nothing switched)" >&2 ;;
   4) echo "another deploy holds the lock" >&2 ;;
   5) echo "the bot did not quiesce in time: nothing switched" >&2 ;;
-  6) echo "ROLLBACK FAILED: the host needs an operator now (see the README's runbook)" >&2 ;;
+  6) echo "ROLLBACK FAILED: the host needs an operator now (see docs/runbooks.md, exit 6)" >&2 ;;
   *) echo "slotctl exited $code" >&2 ;;
 esac
 python3 -c 'import json,sys; d=json.load(open("deploy-result.json")); [print(f"{h}: {r.get(\"summary\") or r.get(\"error\")}", file=sys.stderr) for h,r in d["hosts"].items()]; d["error"] and print(d["error"], file=sys.stderr)' || true

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 from ..errors import InputError
@@ -82,6 +84,36 @@ class Source:
         finally:
             os.close(fd)
         return proc.returncode == 0, [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+
+    def verify_gpg(self, sha: str, kind: str, keys: bytes, fingerprints: list[str]) -> tuple[bool, list[str]]:
+        """`git verify-commit --raw` (or verify-tag) of an OpenPGP signature with only these keys (binary, as slotctl
+        checked them): imported into a throwaway GNUPGHOME (a private temporary directory, removed afterwards; never
+        the user's ~/.gnupg) whose gpg.conf makes exactly these fingerprints ultimately trusted, so git's verdict is
+        `G`, trust `ultimate`, and gpg.minTrustLevel=ultimate refuses anything else. gpg's status lines, and
+        gpg --import's when the key could not be imported."""
+        gpg = shutil.which("gpg")
+        if gpg is None:
+            raise InputError("source.signatures.gpg_keyring: gpg not found on this host: install it (Debian: gnupg)")
+        home = tempfile.mkdtemp(prefix="slotctl-gnupg-")  # mode 0700, root's
+        try:
+            with open(os.path.join(home, "gpg.conf"), "w") as f:
+                # no-autostart: an import would otherwise leave a gpg-agent running for this directory.
+                f.write("no-autostart\nno-auto-key-retrieve\ntrust-model pgp\n"
+                        + "".join(f"trusted-key {fp}\n" for fp in fingerprints))
+            env = {**os.environ, "GNUPGHOME": home}
+            imported = subprocess.run([gpg, "--batch", "--no-tty", "--quiet", "--import"], input=keys, env=env,
+                                      capture_output=True, timeout=60)
+            proc = subprocess.run(
+                ["git", f"--git-dir={self.repo.git_dir}", "-c", "gpg.format=openpgp", "-c", f"gpg.program={gpg}",
+                 "-c", "gpg.minTrustLevel=ultimate", f"verify-{kind}", "--raw", sha],
+                env=env, capture_output=True, text=True, timeout=60)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        said = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        if proc.returncode != 0 and imported.returncode != 0:
+            said += [f"gpg --import: {line.strip()}" for line in imported.stderr.decode(errors="replace").splitlines()
+                     if line.strip()][-1:]
+        return proc.returncode == 0, said
 
     def read(self, commit, path: str) -> bytes:
         try:

@@ -78,15 +78,21 @@ def send(targets: list[tuple[str, str]], title: str, body: str, kind: str, timeo
     Returns one line per target that did not take it ("failure[0] (Slack): ..."), never a URL. kind is
     Apprise's notify type: info, success, warning or failure.
     """
+    return [f"{who}: {why}" for who, why in deliver(targets, title, body, kind, timeout) if why is not None]
+
+
+def deliver(targets: list[tuple[str, str]], title: str, body: str, kind: str, timeout: float) -> list[tuple[str, str | None]]:
+    """send, target by target: (who, None) when it took the message, (who, why) when not; who is the target's label
+    with its service when Apprise knows the URL ("failure[0] (Slack)"), never a URL."""
     if not targets:
         return []
     import apprise  # ~0.25 s: only a command that has something to send pays for it
 
-    problems = []
+    results: list[tuple[str, str | None]] = []
     for label, url in targets:
         obj = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if not obj:
-            problems.append(f"{label}: not a URL Apprise can use")
+            results.append((label, "not a URL Apprise can use"))
             continue
         obj.socket_connect_timeout = obj.socket_read_timeout = timeout
         with apprise.LogCapture(level=apprise.logging.WARNING, fmt="%(message)s") as logs:
@@ -97,7 +103,6 @@ def send(targets: list[tuple[str, str]], title: str, body: str, kind: str, timeo
             else:
                 reason = ""
             said = logs.getvalue().strip().splitlines()
-        if not ok:
-            reason = reason or (_redacted(said[-1], url) if said else "not delivered")
-            problems.append(f"{label} ({obj.service_name}): {reason}")
-    return problems
+        who = f"{label} ({obj.service_name})"
+        results.append((who, None) if ok else (who, reason or (_redacted(said[-1], url) if said else "not delivered")))
+    return results

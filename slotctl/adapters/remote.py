@@ -15,6 +15,7 @@ import os
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,30 +117,35 @@ class _Whole(io.StringIO):
         return super().read()
 
 
-def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
-    """Run `slotctl --json <command>` on the host against its own inventory; never hangs past the timeouts."""
-    t0 = time.monotonic()
-    r = host.remote
+def _script(host: HostConfig, argv: list[str]) -> str:
+    """The shell line that runs `slotctl -i <its inventory> <argv>` on the host, the inventory read from stdin.
+
+    One round trip: the inventory comes on stdin (never on a command line, where `ps` shows it), is kept on the host
+    (for an operator's own slotctl there) by a rename, and slotctl runs against it."""
     state = f"{host.root}/.slotctl"
     inv = f"{state}/inventory.controller.yaml"
     tmp = f"{inv}.{secrets.token_hex(4)}.tmp"
-
-    def fail(code: int, why: str, reachable: bool = True) -> RemoteResult:
-        return RemoteResult(host.name, code, None, why, time.monotonic() - t0, reachable)
-
-    # One round trip: the inventory comes on stdin (never on a command line, where `ps` shows it), is kept
-    # on the host (for an operator's own slotctl there) by a rename, and slotctl runs against it.
-    script = " && ".join([
+    return shlex.join(["sh", "-c", " && ".join([
         "umask 077",
         shlex.join(["mkdir", "-p", state]),
         f"cat > {shlex.quote(tmp)}",
         shlex.join(["mv", "-f", tmp, inv]),
-        version_guard(r.command),
-        "exec " + shlex.join([r.command, "-i", inv, "--json", *command]),
-    ])
+        version_guard(host.remote.command),
+        "exec " + shlex.join([host.remote.command, "-i", inv, *argv]),
+    ])])
+
+
+def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
+    """Run `slotctl --json <command>` on the host against its own inventory; never hangs past the timeouts."""
+    t0 = time.monotonic()
+    r = host.remote
+
+    def fail(code: int, why: str, reachable: bool = True) -> RemoteResult:
+        return RemoteResult(host.name, code, None, why, time.monotonic() - t0, reachable)
+
     try:
         with connection(host) as conn:
-            res = conn.run(shlex.join(["sh", "-c", script]), hide=True, warn=True, timeout=r.command_timeout,
+            res = conn.run(_script(host, ["--json", *command]), hide=True, warn=True, timeout=r.command_timeout,
                            in_stream=_Whole(json.dumps(to_document(host))), echo_stdin=False)
     except connection_errors() as e:
         why, reachable = unreachable(host, e)
@@ -157,3 +163,57 @@ def run_slotctl(host: HostConfig, command: list[str]) -> RemoteResult:
         return fail(BAD_INPUT, skew_message(host, str(envelope.get("slotctl"))))
     error = envelope.get("error")
     return RemoteResult(host.name, res.exited, doc, error, time.monotonic() - t0)
+
+
+class _Lines:
+    """An output stream for conn.run that hands each complete line to `each` as it arrives."""
+
+    def __init__(self, each: Callable[[str], None]) -> None:
+        self.each, self.rest = each, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.rest = (self.rest + text).split("\n")
+        for line in lines:
+            self.each(line)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.rest:
+            self.each(self.rest)
+            self.rest = ""
+
+
+def stream_slotctl(host: HostConfig, command: list[str], out: Callable[[str], None], err: Callable[[str], None], *,
+                   timeout: float | None) -> int:
+    """Run `slotctl <command>` on the host against its own inventory, its output and errors handed over line by line
+    as they come (`logs --follow`); its exit code. Unreachable (exit 3) and another version (exit 2) are said on err.
+    timeout None: until the command ends, or this process does (the host's slotctl then sees its output gone)."""
+    skew: list[str] = []
+
+    def error_line(line: str) -> None:
+        theirs = _skewed(line)
+        if theirs is not None:
+            skew.append(theirs)
+        else:
+            err(line)
+
+    outs, errs = _Lines(out), _Lines(error_line)
+    try:
+        with connection(host) as conn:
+            res = conn.run(_script(host, command), hide=False, warn=True, timeout=timeout, out_stream=outs, err_stream=errs,
+                           in_stream=_Whole(json.dumps(to_document(host))), echo_stdin=False)
+    except connection_errors() as e:
+        err(unreachable(host, e)[0])
+        return UNREACHABLE
+    finally:
+        outs.close()
+        errs.close()
+    if skew:
+        err(skew_message(host, skew[0]))
+        return BAD_INPUT
+    if res.exited is None or res.exited < 0:  # the channel closed without an exit status
+        err(f"{host.ssh}: the connection ended before slotctl did")
+        return UNREACHABLE
+    return res.exited

@@ -1,6 +1,6 @@
-"""The pinned allowed-signers file (source.signatures.allowed_signers), read only when root alone could have written
-it: whoever can write it, or replace it in its directory, can sign releases for the host (the bot's user adding its
-own key first of all)."""
+"""The pinned keys (source.signatures.allowed_signers, or gpg_keyring), read only when root alone could have written
+them: whoever can write the file, or replace it in its directory, can sign releases for the host (the bot's user
+adding its own key first of all)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 import pwd
 import stat
 
-from ..core import signers
+from ..core import openpgp, signers
 from ..errors import InputError
 from ..inventory import HostConfig
 
 MAX_BYTES = 1 << 20
+MAX_KEYRING_BYTES = 16 << 20  # keys carry their certifications: a desk's keyring is larger
 
 
 def _who(uid: int) -> str:
@@ -28,13 +29,34 @@ def _untrusted(st: os.stat_result, directory: bool) -> bool:
     return st.st_uid != 0 or bool(writable)
 
 
-def load(host: HostConfig) -> tuple[str, list[signers.AllowedKey]]:
-    """(the file's path, its keys); InputError naming the inventory key and the file when it may not be trusted, is
-    missing, or holds a line git's allowed-signers format does not."""
+def load(host: HostConfig) -> tuple[str, list[signers.AllowedKey]] | tuple[str, list[openpgp.GpgKey]]:
+    """(the file's path, its keys: AllowedKey, or GpgKey with gpg_keyring); InputError naming the inventory key and the
+    file when it may not be trusted, is missing, or holds what git's allowed-signers format (or an exported OpenPGP
+    keyring) does not."""
     cfg = host.source.signatures
-    assert cfg is not None and cfg.allowed_signers is not None
-    path = cfg.allowed_signers
-    key = f"{host.inventory_file or 'inventory'}: hosts.{host.name}.source.signatures.allowed_signers: {path}"
+    assert cfg is not None and (cfg.allowed_signers or cfg.gpg_keyring) is not None
+    name = "gpg_keyring" if cfg.gpg_keyring else "allowed_signers"
+    path = cfg.gpg_keyring or cfg.allowed_signers
+    assert path is not None
+    key = f"{host.inventory_file or 'inventory'}: hosts.{host.name}.source.signatures.{name}: {path}"
+    if cfg.gpg_keyring:
+        data = read_trusted(path, key, MAX_KEYRING_BYTES)
+        try:
+            return path, openpgp.parse_keyring(data)
+        except openpgp.KeyringProblem as e:
+            raise InputError(f"{key}: not an exported OpenPGP public keyring (gpg --export): {e}") from None
+    data = read_trusted(path, key, MAX_BYTES)
+    try:
+        return path, signers.parse(data.decode())
+    except UnicodeDecodeError:
+        raise InputError(f"{key}: not UTF-8 text") from None
+    except signers.SignersProblem as e:
+        raise InputError(f"{key}: {e}") from None
+
+
+def read_trusted(path: str, key: str, limit: int) -> bytes:
+    """The file's bytes, when root alone could have written it and every directory above it; InputError prefixed with
+    key otherwise (or when it is over limit bytes)."""
     expected = "expected root's and writable by root alone (whoever can write it can sign releases for this host)"
     real = os.path.realpath(path)
     parent = os.path.dirname(real)
@@ -59,14 +81,9 @@ def load(host: HostConfig) -> tuple[str, list[signers.AllowedKey]]:
             raise InputError(f"{key}: not a regular file")
         if _untrusted(st, directory=False):
             raise InputError(f"{key}: owned by {_who(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}: {expected}")
-        data = os.read(fd, MAX_BYTES + 1)
+        data = os.read(fd, limit + 1)
     finally:
         os.close(fd)
-    try:
-        if len(data) > MAX_BYTES:
-            raise signers.SignersProblem(f"over {MAX_BYTES >> 20} MiB")
-        return path, signers.parse(data.decode())
-    except UnicodeDecodeError:
-        raise InputError(f"{key}: not UTF-8 text") from None
-    except signers.SignersProblem as e:
-        raise InputError(f"{key}: {e}") from None
+    if len(data) > limit:
+        raise InputError(f"{key}: over {limit >> 20} MiB")
+    return data

@@ -1,4 +1,4 @@
-"""Where things live on one host (DESIGN.md section 1). Path arithmetic only."""
+"""Where things live on one host (docs/index.md, "Concepts"). Path arithmetic only."""
 
 from __future__ import annotations
 

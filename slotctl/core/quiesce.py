@@ -1,4 +1,4 @@
-"""The quiesce gate's decisions (DESIGN.md sections 2 and 5): pure functions of what was read."""
+"""The quiesce gate's decisions (docs/quiesce-gate.md): pure functions of what was read."""
 
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def signature_key(armored: str) -> tuple[str, str]:
     return kind.decode(errors="replace"), fingerprint(public)
 
 
-def allowed_for(keys: list[AllowedKey], fp: str, host_principals: tuple[str, ...]) -> tuple[list[str], list[str]]:
+def allowed_for(keys: list[Any], fp: str, host_principals: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(the principals the file gives key fp, those of them this host allows: all of them when it names none)."""
     named = [p for k in keys if k.fingerprint == fp for p in k.principals]
     return named, [p for p in named if not host_principals or p in host_principals]
@@ -167,17 +167,19 @@ def for_host(keys: list[AllowedKey], host_principals: tuple[str, ...]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def still_allowed(signer: dict[str, Any], keys: list[AllowedKey], host_principals: tuple[str, ...]) -> str | None:
+def still_allowed(signer: dict[str, Any], keys: list[Any], host_principals: tuple[str, ...],
+                  file: str = "the allowed-signers file") -> str | None:
     """None when a release's recorded signer is allowed today (its key, under its principal, for this host); else why
-    not. A release with no recorded signer was never verified against pinned keys."""
+    not. A release with no recorded signer was never verified against pinned keys. keys: AllowedKey, or
+    core.openpgp's GpgKey (file: "the GPG keyring")."""
     if not signer:
         return "no verified signer recorded (built without source.signatures)"
     fp, who = signer.get("fingerprint"), signer.get("principal")
     named, mine = allowed_for(keys, str(fp), host_principals)
     if not named:
-        return f"signed by {who} with key {fp}, which the allowed-signers file no longer lists"
+        return f"signed by {who} with key {fp}, which {file} no longer lists"
     if who not in named:
-        return f"signed by {who} with key {fp}, which the allowed-signers file now gives only to {', '.join(named)}"
+        return f"signed by {who} with key {fp}, which {file} now gives only to {', '.join(named)}"
     if who not in mine:
         return f"signed by {who}, who is no longer allowed for this host (source.signatures.principals)"
     return None

@@ -64,11 +64,17 @@ def confirmed_orders(o: Orders, count: int | None, detail: str = "") -> Orders:
     """"No order in flight" is believed only when the confirm reading counts 0 too (as confirmed() for positions)."""
     if o.state != OK or o.in_flight:
         return o
+    why = _unconfirmed(count, detail, "none in flight", "in flight")
+    return o if why is None else Orders(UNREADABLE, detail=why)
+
+
+def _unconfirmed(count: int | None, detail: str, said: str, counted: str) -> str | None:
+    """Why an empty reading is not believed: its confirm reading failed or counts more than 0; None: it agrees."""
     if count is None:
-        return Orders(UNREADABLE, detail=f"the source says none in flight, but its confirm reading failed: {detail}")
+        return f"the source says {said}, but its confirm reading failed: {detail}"
     if count != 0:
-        return Orders(UNREADABLE, detail=f"the source says none in flight, but its confirm reading counts {count}")
-    return o
+        return f"the source says {said}, but its confirm reading counts {count} {counted}"
+    return None
 
 
 def count_from(value: Any) -> int | None:
@@ -88,11 +94,8 @@ def confirmed(p: Positions, count: int | None, detail: str = "") -> Positions:
     """
     if p.state != OK or p.ids:
         return p
-    if count is None:
-        return Positions(UNREADABLE, detail=f"the source says flat, but its confirm reading failed: {detail}")
-    if count != 0:
-        return Positions(UNREADABLE, detail=f"the source says flat, but its confirm reading counts {count} open")
-    return p
+    why = _unconfirmed(count, detail, "flat", "open")
+    return p if why is None else Positions(UNREADABLE, detail=why)
 
 
 def heartbeat_from(value: Any, expr: str) -> tuple[Heartbeat | None, str | None]:

@@ -134,7 +134,7 @@ def run(ctx: HostContext) -> Round:
     s: Status = status(ctx)
     out = Round(ctx.host.name, not s.problems, list(s.problems), False)
     if ctx.host.audit.textfile:
-        from .status import write_textfile
+        from .metrics import write_textfile
 
         directory = Path(ctx.host.audit.textfile)
         if not directory.is_dir():

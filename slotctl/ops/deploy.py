@@ -20,10 +20,11 @@ from ..core.parity import Finding
 from ..errors import BAD_INPUT, DEPLOY_FAILED, NEEDS_OPERATOR, OK, QUIESCE_TIMEOUT, InputError, SlotctlError
 from . import events, preflight, signatures
 from . import hold as holds
-from .build import Plan, build, drop_previous, plan, put_back
+from .build import BuildResult, Plan, build, drop_previous, plan, put_back
 from .host import HostContext, Run
 from .quiesce import GateResult, bot_runs, quiesce, snapshot
 from .rehearse import RehearsalResult, rehearse
+from .session import each
 from .switch import ProbeResult, activate, mark, switch_to
 from .verify import verify
 
@@ -379,3 +380,76 @@ def rollback(ctx: HostContext, *, deploy_id: str | None = None, quiesce_timeout:
                                summary=f"rollback from slot {active} to slot {target} ({m.commit[:12]}) begun")
     return _told(ctx, out, lambda: _journaled(ctx, out, lambda: True, lambda: quiesce(ctx, deploy_id, quiesce_timeout),
                                               lambda gated: _switch(ctx, out, target, active, gated, f"rollback to {m.commit[:12]}")))
+
+
+# -- the commands over this machine's hosts (ops.fleet has them over ssh) -------------------------------------
+
+
+def dry_run(ctx: HostContext, commit: str | None, *, allow_drift: bool, wait_lock: float) -> tuple[Plan, preflight.Verdict]:
+    """`deploy --dry-run` on one host: every check the deploy makes before its quiesce gate, in its order, writing
+    nothing; the plan, and the verdict with the exit code the deploy would have had there (0: it would go on to
+    drain, switch and probe)."""
+    try:
+        holds.refuse(ctx, "deploy")  # the deploy's first refusal; the dry-run goes on to show the plan
+        held = None
+    except SlotctlError as e:
+        held = e
+    try:
+        planned = plan(ctx, commit)
+    except SlotctlError:
+        if held is not None:
+            raise held from None
+        raise
+    if held is not None:
+        return planned, preflight.Verdict(held.exit_code, held.message)
+    return planned, preflight.verdict(ctx, planned, allow_drift=allow_drift, wait_lock=wait_lock)
+
+
+def build_hosts(contexts: list[HostContext], commit: str | None, *, wait_lock: float,
+                reuse_venv: bool) -> dict[str, BuildResult]:
+    """`slotctl build`: every host planned first (bad input is refused before anything is written), then each built
+    under its lock."""
+    plans = {c.host.name: plan(c, commit) for c in contexts}
+
+    def one(c: HostContext, _: str) -> BuildResult:
+        p = plans[c.host.name]
+        # Planned again under the lock only if another command switched the host meanwhile.
+        return build(c, commit, p if c.active_slot() == p.active else None, reuse_venv=reuse_venv)
+
+    return {c.host.name: r for c, r in zip(contexts, each(contexts, wait_lock, one), strict=True)}
+
+
+def deploy_hosts(contexts: list[HostContext], commit: str | None, *, allow_drift: bool, quiesce_timeout: float | None,
+                 wait_lock: float, reuse_venv: bool, rehearsal: bool, confirm: Callable[[str], None]) -> list[Outcome]:
+    """`slotctl deploy`: every host's refusals first (a hold, bad input, config drift), writing nothing anywhere,
+    then `confirm` (which raises to say no), then one host after the other under its lock. Drift refused: those
+    hosts' outcomes (exit 2), and nothing moved."""
+    for c in contexts:
+        holds.refuse(c, "deploy")  # before the plan and the lock: a refused deploy writes nothing
+    plans = {c.host.name: plan(c, commit) for c in contexts}  # every host's input is checked before any host moves
+    # Drift is known from git before the build: refused before the lock, with nothing written.
+    refused = [o for c in contexts if (o := refuse_drift(c, plans[c.host.name], allow_drift)) is not None]
+    if refused:
+        return refused
+    confirm("deploy " + ", ".join(f"{n} -> {p.commit[:12]}" for n, p in plans.items()) + "?")
+    return each(contexts, wait_lock, lambda c, deploy_id: deploy(
+        c, commit, deploy_id=deploy_id, allow_drift=allow_drift, quiesce_timeout=quiesce_timeout, reuse_venv=reuse_venv,
+        rehearsal=rehearsal))
+
+
+def rehearse_hosts(contexts: list[HostContext], commit: str | None, *, wait_lock: float, reuse_venv: bool) -> list[Outcome]:
+    """`slotctl rehearse`: every host's input checked before any host builds, then each under its lock."""
+    for c in contexts:
+        plan(c, commit)
+    return each(contexts, wait_lock, lambda c, deploy_id: rehearse_only(c, commit, deploy_id=deploy_id, reuse_venv=reuse_venv))
+
+
+def rollback_hosts(contexts: list[HostContext], *, quiesce_timeout: float | None, wait_lock: float, override_hold: bool,
+                   override_signer: bool) -> list[Outcome]:
+    """`slotctl rollback`: a hold or an unallowed signer refuses it before the lock (writing nothing), then each host
+    under its lock."""
+    for c in contexts:
+        holds.refuse(c, "rollback", override=override_hold)
+        signatures.refuse_rollback_early(c, override_signer)
+    return each(contexts, wait_lock, lambda c, deploy_id: rollback(
+        c, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout, override_hold=override_hold, override_signer=override_signer))

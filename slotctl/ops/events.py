@@ -7,9 +7,10 @@ journaled in .slotctl/journal.jsonl, said on stderr and returned for --json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..adapters import journal, journald, notify
+from ..errors import AUDIT_FAILED, OK, InputError
 from .host import HostContext
 
 
@@ -83,3 +84,43 @@ def emit(ctx: HostContext, kind: str, *, action: str, summary: str, deploy_id: s
         except OSError as e:
             ctx.say(f"  could not journal that either: {e.strerror or e}")
     return [f"{kind}: {p}" for p in problems]
+
+
+@dataclass
+class NotifyTest:
+    """What `slotctl notify test` sent: each URL of the urls file, by its place in it, and how it went."""
+
+    host: str
+    sent: list[str] = field(default_factory=list)  # "info[0] (JSON)"
+    failed: dict[str, str] = field(default_factory=dict)  # "failure[0] (Slack)" -> why
+    summary: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return AUDIT_FAILED if self.failed else OK
+
+
+def send_test(ctx: HostContext) -> NotifyTest:
+    """One message per severity to each of its URLs, saying which took it; nothing else is told or journaled."""
+    cfg = ctx.host.notify
+    where = f"{ctx.host.inventory_file or 'inventory'}: hosts.{ctx.host.name}.notify.urls_file"
+    if not cfg.urls_file:
+        raise InputError(f"{where}: not set, so there is nothing to test (a file of Apprise URLs per severity: "
+                         "see `slotctl inventory-reference`)")
+    t = targets(ctx)
+    if not (t.info or t.failure):
+        raise InputError(f"{where}: {cfg.urls_file} lists no URLs, so there is nothing to test")
+    out, who = NotifyTest(ctx.host.name), journal.who()
+    for severity in notify.SEVERITIES:
+        hears = "every event" if severity == "info" else "failures"
+        urls = [(f"{severity}[{i}]", u) for i, u in enumerate(getattr(t, severity))]
+        for label, why in notify.deliver(urls, f"slotctl {ctx.host.name}: notify test ({severity})",
+                                         f"A test from `slotctl notify test` by {who}: this URL hears of {hears} "
+                                         f"on host {ctx.host.name}.", "info", cfg.timeout):
+            if why is None:
+                out.sent.append(label)
+            else:
+                out.failed[label] = why
+    out.summary = f"{len(out.sent)} sent" + (f", {len(out.failed)} FAILED: " + "; ".join(f"{w}: {why}" for w, why in out.failed.items())
+                                             if out.failed else "")
+    return out

@@ -1,4 +1,4 @@
-"""Many hosts: one parallel status sweep, and rolling deploys and rollbacks in batches.
+"""Many hosts: a parallel sweep (status, hold, unhold, notify test), and rolling deploys and rollbacks in batches.
 
 Each host does its own switch: a local host in this process, a host with `ssh:`
 through its own slotctl (adapters.remote). Both give a Row; the fleet logic
@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.jsondoc import jsonable
 from ..errors import OK, SlotctlError
 from .host import HostContext
 
@@ -86,12 +87,16 @@ def rolling(targets: list[Any], name: Callable[[Any], str], one: Callable[[Any],
 
 
 def local_status(ctx: HostContext) -> Row:
-    from ..render import jsonable
     from .status import status
 
     t0 = time.monotonic()
     s = status(ctx)
     return row_from_status(ctx.host.name, s.exit_code, jsonable(s), time.monotonic() - t0)
+
+
+def status_rows(contexts: list[HostContext]) -> list[Row]:
+    """`slotctl status` over several hosts: all at once, each over ssh by its own slotctl or here."""
+    return sweep(contexts, lambda c: remote(c, ["status"], row_from_status) if c.host.ssh else local_status(c), parallel=64)
 
 
 def remote(ctx: HostContext, command: list[str], as_row: Callable[[str, int, dict, float], Row]) -> Row:
@@ -108,7 +113,6 @@ def remote(ctx: HostContext, command: list[str], as_row: Callable[[str, int, dic
 
 def local_mutation(ctx: HostContext, act: Callable[[HostContext, str], Any], wait_lock: float) -> Row:
     """deploy or rollback on this machine, under its lock, as one row."""
-    from ..render import jsonable
     from .session import exclusive
 
     t0 = time.monotonic()
@@ -179,3 +183,74 @@ def rolling_deploy(contexts: list[HostContext], commit: str | None, *, dry_run: 
             reuse_venv=not rebuild_venv, rehearsal=rehearsal), wait_lock)
 
     return rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
+
+
+def rolling_rollback(contexts: list[HostContext], *, quiesce_timeout: float | None, wait_lock: float, serial: int,
+                     max_fail: int, override_hold: bool, override_signer: bool, confirm: Callable[[str], None]) -> Rollout:
+    """Roll several hosts back in batches; `confirm` raises to say no."""
+    from .deploy import rollback
+
+    confirm(f"roll back {len(contexts)} hosts, {serial} at a time?")
+    extra = ["--wait-lock", str(wait_lock)] + (["--quiesce-timeout", str(quiesce_timeout)] if quiesce_timeout else [])
+    extra += ["--override-hold"] if override_hold else []
+    extra += ["--override-signer"] if override_signer else []
+
+    def one(c: HostContext) -> Row:
+        if c.host.ssh:
+            return remote(c, ["rollback", *extra], row_from_outcome)
+        return local_mutation(c, lambda x, deploy_id: rollback(
+            x, deploy_id=deploy_id, quiesce_timeout=quiesce_timeout, override_hold=override_hold,
+            override_signer=override_signer), wait_lock)
+
+    return rolling(contexts, lambda c: c.host.name, one, serial, max_fail)
+
+
+# -- one command on every host at once ------------------------------------------------------
+
+
+def on_each(contexts: list[HostContext], argv: list[str], summary: Callable[[dict], str],
+            local: Callable[[HostContext], Row]) -> list[Row]:
+    """`slotctl <argv>` on every host at once, one row each: a host over ssh runs it with its own slotctl (`summary`
+    says its answer in a line), one on this machine runs `local`. A host that fails or cannot be reached says so in
+    its row, and the rest go on."""
+
+    def one(c: HostContext) -> Row:
+        if c.host.ssh:
+            return remote(c, argv, lambda h, code, doc, secs: Row(h, code, summary(doc), True, detail=doc, seconds=secs))
+        try:
+            return local(c)
+        except SlotctlError as e:
+            return Row(c.host.name, e.exit_code, e.message)
+
+    return sweep(contexts, one, parallel=64)
+
+
+def hold_rows(contexts: list[HostContext], reason: str, until: str | None) -> list[Row]:
+    """Hold deploys on each host: an ssh host holds itself (its own slotctl writes its own hold file)."""
+    from ..core.hold import describe
+    from . import hold
+
+    return on_each(contexts, ["hold", "--reason", reason, *(["--until", until] if until else [])],
+                   lambda doc: f"deploys {describe(doc['hold'])}" if doc.get("hold") else doc.get("error") or "",
+                   lambda c: Row(c.host.name, OK, f"deploys {describe(hold.hold(c, reason, until))}"))
+
+
+def unhold_rows(contexts: list[HostContext]) -> list[Row]:
+    from ..core.hold import describe
+    from . import hold
+
+    def lifted(record: dict | None) -> str:
+        return f"lifted the hold ({describe(record)})" if record else "no hold to lift"
+
+    return on_each(contexts, ["unhold"], lambda doc: lifted(doc.get("lifted")), lambda c: Row(c.host.name, OK, lifted(hold.unhold(c))))
+
+
+def notify_test_rows(contexts: list[HostContext]) -> list[Row]:
+    """`notify test` on each host: a host over ssh sends from itself, with its own urls file and network."""
+    from .events import send_test
+
+    def local(c: HostContext) -> Row:
+        r = send_test(c)
+        return Row(c.host.name, r.exit_code, r.summary, detail=jsonable(r))
+
+    return on_each(contexts, ["notify", "test"], lambda doc: doc.get("summary") or doc.get("error") or "", local)

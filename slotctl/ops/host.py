@@ -21,6 +21,7 @@ from ..core.layout import SLOTS, Layout
 from ..core.quiesce import Positions
 from ..errors import SlotctlError
 from ..inventory import HostConfig
+from ..inventory import load as load_inventory
 
 
 def _quiet(msg: str) -> None:
@@ -128,16 +129,19 @@ class HostContext:
     def journal(self, unit: str, lines: int = 15, invocation: str | None = None) -> list[str]:
         """The unit's last journal lines; a sandbox's journal is read through its root. invocation: only one run's
         lines, the unit's own output and systemd's about it, as messages (for matching, and to show a rehearsal)."""
-        os_root = self.proc_root.parent
-        where = [] if os_root == Path("/") else ["-D", str(os_root / "run" / "log" / "journal")]
         select = ["-u", unit, "-o", "short-precise"] if invocation is None else \
             [f"_SYSTEMD_INVOCATION_ID={invocation}", "+", f"INVOCATION_ID={invocation}", "-o", "cat"]
         try:
-            proc = subprocess.run(["journalctl", *where, *select, "-n", str(lines), "--no-pager"],
+            proc = subprocess.run(["journalctl", *self.journal_source(), *select, "-n", str(lines), "--no-pager"],
                                   capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired) as e:
             return [f"(journal not readable: {e})"]
         return proc.stdout.splitlines() or [f"(journal empty{': ' + proc.stderr.strip() if proc.stderr.strip() else ''})"]
+
+    def journal_source(self) -> list[str]:
+        """journalctl's options to read this host's journal: the system's, or a sandbox's through its root."""
+        os_root = self.proc_root.parent
+        return [] if os_root == Path("/") else ["-D", str(os_root / "run" / "log" / "journal")]
 
     def process_slot(self, pid: int) -> str | None:
         """The slot a process runs from, by its cwd; None when it is not in a slot or is gone."""
@@ -219,3 +223,17 @@ class HostContext:
         pid = data.get("pid") if isinstance(data.get("pid"), int) else None
         n = data.get("open_positions") if isinstance(data.get("open_positions"), int) else None
         return Heartbeat(float(data["ts"]), pid, data.get("phase"), n, drain=echoed_drain(data)), None
+
+
+def contexts(path: Path, names: list[str], all_hosts: bool, *, say: Callable[[str], None] = _quiet,
+             progress: Callable[[str], contextlib.AbstractContextManager[None]] = contextlib.nullcontext) -> list[HostContext]:
+    """The hosts a command acts on (--host, --all, or the inventory's only one), each with this machine's systemd:
+    DBUS_SYSTEM_BUS_ADDRESS and SLOTCTL_PROC_ROOT point it at a sandbox's."""
+    hosts = load_inventory(path).select(names, all_hosts)
+    proc_root = Path(os.environ.get("SLOTCTL_PROC_ROOT", "/proc"))
+    return [HostContext(h, None, proc_root, say=say, progress=progress) for h in hosts]
+
+
+def is_fleet(contexts: list[HostContext]) -> bool:
+    """Several hosts, or one over ssh: a command answers with one row per host (ops.fleet)."""
+    return len(contexts) > 1 or any(c.host.ssh for c in contexts)

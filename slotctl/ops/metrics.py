@@ -7,12 +7,14 @@ replaced in one rename (its temp name ends in .tmp, which the collector ignores)
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
-from ..adapters import fs
+from ..adapters import fs, journal
 from ..core.history import deploys
 from ..core.quiesce import OK as POSITIONS_OK
+from .host import HostContext
 from .status import Status
 
 # name -> help; every metric is a gauge (the textfile collector knows no info type: *_info gauges are 1).
@@ -84,3 +86,10 @@ def write(target: Path, per_host: list[dict[str, list[tuple[dict[str, str], floa
     """Replace the file in one rename."""
     fs.atomic_write_bytes(target, text(per_host).encode(), 0o644)
     return target
+
+
+def write_textfile(directory: Path, contexts: list[HostContext], results: list[Status], name: str = "slotctl.prom") -> Path:
+    """DIR/NAME with these hosts' audits (their statuses) and their journals' last deploys."""
+    now = time.time()
+    per_host = [samples(r, journal.read(c.layout.journal)[0], now) for c, r in zip(contexts, results, strict=True)]
+    return write(directory / name, per_host)

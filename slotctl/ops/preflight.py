@@ -25,22 +25,6 @@ from ..errors import BAD_INPUT, LOCKED, OK, InputError, SlotctlError
 from .host import HostContext
 
 
-class NotRoot(InputError):
-    """A command that changes a host, run by another user: refused before it writes anything."""
-
-
-def require_root(contexts: list[HostContext], command: str) -> None:
-    """Refuse a command that changes this machine's hosts unless slotctl runs as root (hosts over ssh are changed by
-    their own slotctl, which checks for itself)."""
-    if os.geteuid() == 0:
-        return
-    local = [c for c in contexts if not c.host.ssh]
-    if local:
-        h = local[0].host
-        raise NotRoot(f"{command} changes host {h.name} ({h.root}, its systemd units): run as root (sudo slotctl ...); "
-                      f"running as uid {os.geteuid()}, nothing was written")
-
-
 def _key(ctx: HostContext, key: str) -> str:
     return f"{ctx.host.inventory_file or 'inventory'}: hosts.{ctx.host.name}.{key}"
 

@@ -19,7 +19,7 @@ from . import hold as holds
 from .host import HostContext
 from .verify import verify
 
-# The audit: each check answers one risk of operator-safety-audit.md (or, SLOTCTL-*, one of slotctl's own).
+# The audit: each check answers one of the risks in docs/risks.md (or, SLOTCTL-*, one of slotctl's own).
 CHECKS = {
     "SLOTCTL-RELEASE": "active-release-complete-and-good",
     "SLOTCTL-UNIT": "bot-unit-running",
@@ -382,12 +382,3 @@ def _ago(ts: Any) -> str:
         return "an unknown time"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) + f" ({time.time() - ts:.0f}s ago)"
 
-
-def write_textfile(directory, contexts: list[HostContext], results: list[Status], name: str = "slotctl.prom"):
-    """DIR/NAME with these hosts' audits and their journals' last deploys (ops.metrics)."""
-    from ..adapters import journal
-    from . import metrics
-
-    now = time.time()
-    per_host = [metrics.samples(r, journal.read(c.layout.journal)[0], now) for c, r in zip(contexts, results, strict=True)]
-    return metrics.write(directory / name, per_host)

@@ -1,4 +1,4 @@
-"""Reference trading bot: keeps the bot's side of slotctl's contract (DESIGN.md section 5).
+"""Reference trading bot: keeps the bot's side of slotctl's contract (docs/bot-contract.md).
 
 It trades nothing real. It opens and closes simulated positions, writes its
 positions file atomically under an exclusive flock, writes a heartbeat JSON,
