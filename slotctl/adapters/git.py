@@ -119,7 +119,9 @@ class Source:
         try:
             return (commit.tree / path).data_stream.read()
         except KeyError:
-            raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no file {path!r}") from None
+            raise InputError(f"repo {self.url}: commit {commit.hexsha[:12]} has no file {path!r}"
+                             + (" (commit a hash-pinned lockfile, an empty one for a bot without dependencies)"
+                                if path.endswith(".lock") else "")) from None
 
     def verify_signature(self, commit) -> None:
         """require_signed_commits: `git verify-commit` with the keys of the user running slotctl (unpinned: the

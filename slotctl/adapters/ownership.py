@@ -38,7 +38,8 @@ def bot_owner(host: HostConfig) -> tuple[int, int] | None:
         pw = pwd.getpwnam(user)
     except KeyError:
         raise InputError(f"{host.inventory_file or 'inventory'}: hosts.{host.name}.vars.user: expected a user account on "
-                         f"this host, got {user!r} (not in its user database)") from None
+                         f"this host, got {user!r} (not in its user database): create it (`useradd --system {user}`, or "
+                         "setup: {create_user: true} and `slotctl setup`)") from None
     return pw.pw_uid, pw.pw_gid
 
 

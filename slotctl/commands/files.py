@@ -45,7 +45,8 @@ def init(ctx: typer.Context,
     if done.placeholders:
         print(f"slotctl init: repo and commit in {done.inventory} are placeholders: set them (or run again with "
               "--force --repo REPO) before deploying", file=sys.stderr)
-    print(f"next: slotctl -i {done.inventory} deploy --dry-run, then deploy")
+    print(f"next: slotctl -i {done.inventory} setup (the bot's user with setup.create_user, the layout), "
+          "deploy --dry-run, then deploy")
     return OK
 
 

@@ -131,8 +131,11 @@ def init(name: str, directory: Path, *, repo: str | None, commit: str | None, ro
             raise InputError(f"--set {key}: {e}") from None
         if yaml.safe_load(text) != doc:
             raise InputError(f"{key}: cannot be set in the {name} preset's text: set it in the written file instead")
+    if text.startswith("# An example inventory"):  # the repository's own header: not what this file now is
+        text = text.split("\n", 1)[1]
     text = (f"# Written by `slotctl init --preset {name}` (slotctl {__version__}). Every key: `slotctl inventory-reference`.\n"
-            f"# Check it: slotctl -i inventory.yaml deploy --dry-run\n" + text)
+            f"# Then: slotctl -i inventory.yaml setup (the bot's user with setup.create_user, the layout), "
+            f"deploy --dry-run, deploy\n" + text)
 
     target = directory / "inventory.yaml"
     hosts = parse(yaml.safe_load(text), target).hosts.values()  # as a deploy will read it: exit 2 here

@@ -81,7 +81,8 @@ def _reachable(ctx: HostContext, interpreter: str) -> None:
                 named = f"{ctx.host.python!r}, which is {path}" if key == "python" else path
                 raise InputError(f"{_key(ctx, key)}: {named}: the bot's user {user!r} (vars.user) cannot reach it ({what}): "
                                  f"{p} is {_describe(st)}; expected every directory on the way searchable by it "
-                                 f"(o+x){' and the interpreter executable' if key == 'python' else ''}")
+                                 f"(o+x){' and the interpreter executable' if key == 'python' else ''}"
+                                 f"{'; or set python: to a system interpreter (/usr/bin/python3.11)' if key == 'python' else ''}")
 
 
 def _walk(os_root: str, path: str) -> list[tuple[str, os.stat_result]]:
