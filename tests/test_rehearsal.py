@@ -247,3 +247,15 @@ def test_state_files_outside_a_shared_directory_are_refused_with_a_clear_line(ho
     assert proc.returncode == 2
     assert "health.heartbeat_file 'heartbeat.json' is not under a shared directory" in proc.stderr
     assert "Traceback" not in proc.stderr and not os.path.lexists(host.sandbox.units / UNIT)
+
+
+def test_a_state_file_the_bots_user_made_a_fifo_stops_the_rehearsal_with_one_line_and_leaves_nothing(host):
+    """The copy of the live state reads the bot's files: a FIFO where a database belongs is refused, never waited on."""
+    pid = live_bot(host)[0]
+    os.mkfifo(host.root / "shared/data/trap.db")
+    proc = host.cli("rehearse", "--commit", host.bot_repo.sha["k2"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "rehearsal: cannot start it from a copy of the live state" in proc.stderr and "trap.db" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()[-1]) > 0
+    assert_no_rehearsal_left(host)
+    assert live_bot(host)[0] == pid
